@@ -1,0 +1,5 @@
+import sys
+
+from sat.cli import main
+
+sys.exit(main())

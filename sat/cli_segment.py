@@ -1,0 +1,124 @@
+"""``sat segment`` (volume + prompts -> masks, labelmap, labels.json) and ``sat models``.
+
+Examples::
+
+    sat segment ct.nii.gz -p liver -p "left kidney" -o out/ --png
+    sat segment ct.nii.gz --all -o out/          # every concept the model was trained on
+    sat models                                   # shipped models: params, concepts, spacing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from sat.errors import InputError, WeightsError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``segment`` and ``models`` subcommands."""
+    seg = subparsers.add_parser(
+        "segment", help="segment a 3D volume from text prompts",
+        description="Segment a 3D volume (NIfTI, MGZ, NRRD or a DICOM folder) from text prompts. "
+        "Writes labelmap.nii.gz, one mask per prompt and labels.json to OUTDIR.",
+    )
+    seg.add_argument("input", metavar="INPUT", help="image file or DICOM folder")
+    which = seg.add_mutually_exclusive_group(required=True)
+    which.add_argument("-p", "--prompt", action="append", metavar="PROMPT",
+                       help="structure to segment, e.g. 'left kidney' (repeat for several)")
+    which.add_argument("--all", action="store_true", help="segment every concept the model was trained on")
+    seg.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created)")
+    seg.add_argument("--model", default=None, metavar="NAME|DIR",
+                     help="shipped model name (see `sat models`) or a model folder (default: sat-tiny)")
+    seg.add_argument("--modality", choices=["ct", "mr", "pet"], help="default: from DICOM tags or intensities")
+    seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    seg.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
+    seg.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
+    seg.add_argument("--png", action="store_true", help="also write overlay.png (axial, coronal, sagittal)")
+    seg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    seg.set_defaults(func=run_segment)
+
+    models = subparsers.add_parser("models", help="list the shipped models",
+                                   description="List the shipped models: parameters, concepts, spacing.")
+    models.add_argument("--concepts", action="store_true", help="also list each model's concept ids")
+    models.set_defaults(func=run_models)
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """Handler of ``sat segment``."""
+    from sat import api, io
+
+    out = Path(args.output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is a file; give a folder path with -o")
+    if not args.all:
+        api._check_prompts(args.prompt)  # fail before anything is loaded
+    volume = io.load(args.input, modality=args.modality)
+    segmenter = api.load_model(args.model or api.DEFAULT_MODEL, device=args.device)
+    if args.all:
+        prompts = segmenter.concepts
+        if not prompts:
+            raise InputError(f"model {segmenter.name!r} does not list its concepts; give prompts with -p")
+    else:
+        prompts = args.prompt
+    seg = segmenter.segment(volume, prompts, overlap=args.overlap, threshold=args.threshold,
+                            progress=not args.no_progress)
+    seg.save(out)
+    table = seg.volumes_ml()
+    table["concept"] = table["concept"].fillna("(free text)")
+    print(table.drop(columns=["name"]).to_string(index=False))
+    if args.png:
+        print(f"overlay: {seg.overlay_png(out / 'overlay.png')}")
+    print(f"wrote {len(seg)} masks, labelmap.nii.gz and labels.json to {out}")
+    return 0
+
+
+def model_summary(folder: Path) -> dict:
+    """Name, parameter count, concepts, spacing and text encoder of a model folder (no weights loaded)."""
+    from safetensors import safe_open
+
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    try:
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+    except Exception as exc:  # corrupt or missing weights: still list the model
+        raise WeightsError(f"{folder / 'model.safetensors'} cannot be read ({exc}); re-install sat") from exc
+    model = config.get("model", {})
+    return {
+        "name": folder.name,
+        "params": params,
+        "concepts": list(config.get("concepts") or []),
+        "spacing": "x".join(f"{s:g}" for s in model.get("spacing", [])),
+        "window": "x".join(str(s) for s in model.get("patch_size", [])),
+        "text_encoder": config.get("text_encoder", "default"),
+    }
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """Handler of ``sat models``."""
+    from sat import api
+
+    shipped = api.shipped_models()
+    if not shipped:
+        print("no models are shipped with this installation (sat/resources/models is empty)")
+        return 0
+    rows = []
+    for name, folder in shipped.items():
+        try:
+            info = model_summary(folder)
+        except (WeightsError, OSError, ValueError) as exc:
+            print(f"{name}: unreadable ({exc})")
+            continue
+        rows.append(info)
+    header = f"{'name':<16} {'params':>10} {'concepts':>8}  {'spacing (mm)':<13} {'window':<10} text encoder"
+    print(header)
+    for r in rows:
+        params = f"{r['params'] / 1e6:.2f}M"
+        print(f"{r['name']:<16} {params:>10} {len(r['concepts']):>8}  {r['spacing']:<13} {r['window']:<10} "
+              f"{r['text_encoder']}")
+    if args.concepts:
+        for r in rows:
+            print(f"\n{r['name']}: {', '.join(r['concepts']) or '(not listed)'}")
+    return 0

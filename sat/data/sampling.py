@@ -1,0 +1,417 @@
+"""Training-sample generation: which case, which patch, which text queries.
+
+Rules (the SAT recipe, adapted to partial labels):
+
+- **Cases**: a case of a dataset with ``n`` training cases has weight ``knob / sqrt(n)``, so
+  a dataset's share of the samples grows like ``sqrt(n)`` (big datasets do not drown the small
+  ones) and ``knob`` (per dataset, default 1) tunes it.
+- **Patches**: with probability ``p_foreground`` a patch is centred on a random voxel of a
+  random structure of the case, otherwise at a random voxel. With probability ``p_thin``
+  only a central slab of ``min_thin..Z`` slices is kept and the rest is set to the case's
+  background (its minimum: what sliding-window inference pads thin volumes with), so the
+  model learns thin inputs. Parts of a patch outside the volume get the background too.
+- **Queries**: up to ``k`` per sample, positives (structures inside the patch) first, then
+  negatives drawn only among the concepts the case's dataset labels (partial labels: an
+  unlabelled structure is unknown, not absent). Padding queries have ``query_mask`` False.
+- **Augmentation** (MONAI): small rotations/scales/translations, intensity scale/shift,
+  contrast (gamma), gaussian noise and smoothing. Never a left-right flip: laterality is
+  part of what the text says.
+
+Every sample is a pure function of ``(seed, index)``, so a resumed run sees exactly the
+samples it would have seen without the interruption.
+
+Example:
+    >>> import numpy as np, torch
+    >>> from sat.data.sampling import Case, PatchDataset, QueryTable
+    >>> lab = np.zeros((32, 32, 16), np.uint16); lab[8:20, 8:20, 4:12] = 1
+    >>> case = Case("toy", "c1", "ct", np.zeros((32, 32, 16), np.float32), lab, {"liver": (1,)}, ("liver", "spleen"))
+    >>> table = QueryTable.from_embeddings({("ct", "liver"): torch.ones(2, 8), ("ct", "spleen"): -torch.ones(1, 8)})
+    >>> ds = PatchDataset([case], table, patch_size=(16, 16, 16), queries_per_sample=3, augment=False)
+    >>> s = ds[0]
+    >>> s["image"].shape, s["queries"].shape, s["target"].shape, s["query_mask"].tolist()
+    (torch.Size([1, 16, 16, 16]), torch.Size([3, 8]), torch.Size([3, 16, 16, 16]), [True, True, False])
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+from sat.errors import ConfigError, InputError
+
+__all__ = ["Case", "QueryTable", "PatchDataset", "EpochSampler", "case_weights", "choose_queries"]
+
+log = logging.getLogger(__name__)
+
+_MAX_FG_POINTS = 4000  # foreground voxels remembered per structure (for patch centres)
+
+
+@dataclass
+class Case:
+    """One standardized training/validation volume.
+
+    Attributes:
+        dataset, case, modality: identification ("ct" | "mr" | "pet").
+        image: [X, Y, Z] float32 (float16 accepted) standardized intensities.
+        label: [X, Y, Z] integer label map.
+        values: concept id -> label values that make it (usually one).
+        labelled: every concept the case's dataset labels (the allowed negatives).
+    """
+
+    dataset: str
+    case: str
+    modality: str
+    image: np.ndarray
+    label: np.ndarray
+    values: dict[str, tuple[int, ...]]
+    labelled: tuple[str, ...]
+    points: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.image.shape != self.label.shape or self.image.ndim != 3:
+            raise InputError(
+                f"case {self.dataset}/{self.case}: image {self.image.shape} and label {self.label.shape} "
+                "must be the same 3D shape; re-run `sat data prepare`"
+            )
+        self.labelled = tuple(dict.fromkeys((*self.labelled, *self.values)))
+        if not self.points:
+            self.points = _foreground_points(self.label, self.values)
+        self.background = float(self.image.min()) if self.image.size else 0.0
+
+    def mask(self, label: np.ndarray, concept: str) -> np.ndarray:
+        """Boolean mask of ``concept`` in a (cropped) label array."""
+        vals = self.values.get(concept, ())
+        return np.isin(label, vals) if vals else np.zeros(label.shape, bool)
+
+
+def _foreground_points(label: np.ndarray, values: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for concept, vals in values.items():
+        pts = np.argwhere(np.isin(label, vals))
+        if len(pts) > _MAX_FG_POINTS:
+            pts = pts[rng.choice(len(pts), _MAX_FG_POINTS, replace=False)]
+        if len(pts):
+            out[concept] = pts.astype(np.int32)
+    return out
+
+
+class QueryTable:
+    """Precomputed text embeddings: (modality, concept) -> [S, D] (name + synonyms).
+
+    Built once with the frozen text encoder; training samples one row per query (synonym
+    augmentation) and never runs the encoder.
+    """
+
+    def __init__(self, embeddings: Mapping[tuple[str, str], torch.Tensor]) -> None:
+        if not embeddings:
+            raise ConfigError("the query table is empty; the training cache lists no concepts")
+        dims = {v.shape[-1] for v in embeddings.values()}
+        if len(dims) != 1 or any(v.ndim != 2 or len(v) == 0 for v in embeddings.values()):
+            raise ConfigError("query embeddings must all be non-empty [S, D] tensors of one width D")
+        self.embeddings = {k: v.float().contiguous() for k, v in embeddings.items()}
+        self.dim = dims.pop()
+
+    @classmethod
+    def from_embeddings(cls, embeddings: Mapping[tuple[str, str], torch.Tensor]) -> QueryTable:
+        """Same as the constructor (reads better in examples)."""
+        return cls(embeddings)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self.embeddings
+
+    def get(self, modality: str, concept: str, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """[D] embedding: the name (row 0) without ``rng``, a random synonym row with it."""
+        rows = self.embeddings.get((modality, concept))
+        if rows is None:
+            raise ConfigError(f"no text embedding for {concept!r} ({modality}); rebuild the query table")
+        return rows[0 if rng is None else int(rng.integers(len(rows)))]
+
+    def to_flat(self) -> dict[str, torch.Tensor]:
+        """{"modality/concept": [S, D]} (safetensors-friendly)."""
+        return {f"{m}/{c}": v for (m, c), v in self.embeddings.items()}
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, torch.Tensor]) -> QueryTable:
+        """Inverse of :meth:`to_flat`."""
+        return cls({tuple(k.split("/", 1)): v for k, v in flat.items()})
+
+
+def case_weights(cases: Sequence[Case], knobs: Mapping[str, float] | None = None) -> np.ndarray:
+    """Sampling probability of each case: ``knob[dataset] / sqrt(cases in dataset)``, normalised.
+
+    Example:
+        >>> import numpy as np
+        >>> c = lambda d, i: Case(d, i, "ct", np.zeros((2, 2, 2)), np.zeros((2, 2, 2), np.uint16), {}, ())
+        >>> case_weights([c("a", "1"), c("a", "2"), c("a", "3"), c("a", "4"), c("b", "1")]).round(3).tolist()
+        [0.167, 0.167, 0.167, 0.167, 0.333]
+    """
+    knobs = dict(knobs or {})
+    if not cases:
+        raise ConfigError("no training cases; check the cache's index.csv split column")
+    bad = {k: v for k, v in knobs.items() if not (isinstance(v, (int, float)) and v >= 0)}
+    if bad:
+        raise ConfigError(f"dataset weights must be numbers >= 0, got {bad}")
+    counts: dict[str, int] = {}
+    for c in cases:
+        counts[c.dataset] = counts.get(c.dataset, 0) + 1
+    w = np.array([knobs.get(c.dataset, 1.0) / math.sqrt(counts[c.dataset]) for c in cases], float)
+    if w.sum() <= 0:
+        raise ConfigError("every dataset weight is 0; give at least one dataset a positive weight")
+    return w / w.sum()
+
+
+def choose_queries(
+    present: Sequence[str],
+    negatives: Sequence[str],
+    *,
+    k: int,
+    rng: np.random.Generator,
+    concept_weights: Mapping[str, float] | None = None,
+    negative_fraction: float = 0.5,
+) -> list[str]:
+    """Up to ``k`` concepts: positives first (weighted random order), then negatives.
+
+    When both kinds exist, ``max(1, round(k * negative_fraction))`` slots are kept for
+    negatives (so the presence head sees both); slots one kind cannot fill go to the other.
+
+    Example:
+        >>> import numpy as np
+        >>> q = choose_queries(["liver", "spleen"], ["aorta", "stomach"], k=4, rng=np.random.default_rng(0))
+        >>> sorted(q[:2]), sorted(q[2:])
+        (['liver', 'spleen'], ['aorta', 'stomach'])
+    """
+    if k < 1:
+        raise ConfigError(f"queries_per_sample must be >= 1, got {k}")
+    pos = _weighted_order(list(present), rng, concept_weights)
+    neg = _weighted_order(list(negatives), rng, concept_weights)
+    n_neg = min(len(neg), max(1, round(k * negative_fraction))) if pos else min(len(neg), k)
+    n_pos = min(len(pos), k - n_neg)
+    n_neg = min(len(neg), k - n_pos)
+    return pos[:n_pos] + neg[:n_neg]
+
+
+def _weighted_order(items: list[str], rng: np.random.Generator, weights: Mapping[str, float] | None) -> list[str]:
+    if len(items) < 2:
+        return items
+    w = np.array([(weights or {}).get(i, 1.0) for i in items], float) + 1e-9
+    order = rng.choice(len(items), len(items), replace=False, p=w / w.sum())
+    return [items[i] for i in order]
+
+
+class EpochSampler(DistributedSampler):
+    """Yields ``samples_per_epoch`` sample indices per rank, distinct across ranks and epochs.
+
+    Index = ``(epoch * num_replicas + rank) * samples_per_epoch + i``; the dataset turns an
+    index into a sample deterministically. A ``DistributedSampler`` subclass so Lightning
+    keeps it under DDP and calls :meth:`set_epoch`.
+    """
+
+    def __init__(self, samples_per_epoch: int, *, num_replicas: int = 1, rank: int = 0) -> None:
+        if samples_per_epoch < 1:
+            raise ConfigError(f"samples per epoch must be >= 1, got {samples_per_epoch}")
+        if not 0 <= rank < num_replicas:
+            raise ConfigError(f"rank {rank} outside 0..{num_replicas - 1}")
+        self.samples_per_epoch = samples_per_epoch
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def __iter__(self):
+        start = (self.epoch * self.num_replicas + self.rank) * self.samples_per_epoch
+        return iter(range(start, start + self.samples_per_epoch))
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+
+class PatchDataset(Dataset):
+    """Map-style dataset: index -> one augmented patch with its queries and targets.
+
+    Each item is a dict: ``image`` [1, X, Y, Z] float32, ``queries`` [K, D] float32,
+    ``target`` [K, X, Y, Z] uint8, ``presence`` [K] float32 (structure inside the patch),
+    ``query_mask`` [K] bool, ``key`` "dataset/case@index".
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        table: QueryTable,
+        *,
+        patch_size: Sequence[int],
+        queries_per_sample: int = 16,
+        p_foreground: float = 0.7,
+        p_thin: float = 0.2,
+        min_thin: int = 8,
+        augment: bool = True,
+        dataset_weights: Mapping[str, float] | None = None,
+        concept_weights: Mapping[str, float] | None = None,
+        seed: int = 0,
+    ) -> None:
+        if len(patch_size) != 3 or min(patch_size) < 1:
+            raise ConfigError(f"patch_size must be 3 positive ints, got {patch_size}")
+        if not (0 <= p_foreground <= 1 and 0 <= p_thin <= 1):
+            raise ConfigError("p_foreground and p_thin must be probabilities in [0, 1]")
+        self.cases = list(cases)
+        self.probs = case_weights(self.cases, dataset_weights)
+        self.table = table
+        self.patch = tuple(int(p) for p in patch_size)
+        self.k = int(queries_per_sample)
+        self.p_foreground, self.p_thin, self.min_thin = p_foreground, p_thin, max(1, int(min_thin))
+        self.concept_weights = dict(concept_weights or {})
+        self.seed = int(seed)
+        self.augment = None
+        if augment:
+            self.augment = Augmentation(self.patch)
+        for c in self.cases:
+            missing = [x for x in c.labelled if (c.modality, x) not in table]
+            if missing:
+                raise ConfigError(f"case {c.dataset}/{c.case}: no text embedding for {missing[:5]}; rebuild the query table")
+
+    def __len__(self) -> int:
+        return 2**62  # indices come from EpochSampler; every index is a valid sample
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, int(index)])
+        case = self.cases[int(rng.choice(len(self.cases), p=self.probs))]
+        image, label = self._crop(case, rng)
+        seeds = rng.integers(2**31, size=2)
+        if self.augment is not None:
+            image, label = self.augment.spatial(image, label, int(seeds[0]))
+        if self.p_thin > 0 and rng.random() < self.p_thin:
+            image, label = _thin(image, label, rng, self.min_thin, case.background)
+        if self.augment is not None:  # after thinning: the padding is augmented like the image
+            image = self.augment.intensity(image, int(seeds[1]))
+        return self._queries(case, image, label, rng, f"{case.dataset}/{case.case}@{index}")
+
+    # -- pieces -----------------------------------------------------------------------------
+    def _crop(self, case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Crop a box around the chosen centre (larger than the patch when augmenting)."""
+        margin = 1.3 if self.augment is not None else 1.0
+        size = [int(math.ceil(p * margin)) for p in self.patch]
+        shape = case.label.shape
+        if case.points and rng.random() < self.p_foreground:
+            names = sorted(case.points)
+            w = np.array([self.concept_weights.get(n, 1.0) for n in names], float) + 1e-9
+            pts = case.points[names[int(rng.choice(len(names), p=w / w.sum()))]]
+            centre = pts[int(rng.integers(len(pts)))]
+        else:
+            centre = np.array([rng.integers(s) for s in shape])
+        lo = [int(c) - s // 2 for c, s in zip(centre, size, strict=True)]
+        return _crop_pad(case.image, lo, size, case.background), _crop_pad(case.label, lo, size, 0)
+
+    def _queries(self, case: Case, image: np.ndarray, label: np.ndarray, rng, key: str) -> dict:
+        present = [c for c in case.values if c in case.points and case.mask(label, c).any()]
+        negatives = [c for c in case.labelled if c not in present]
+        weights = dict(self.concept_weights)
+        for c in negatives:  # structures elsewhere in this case are the informative negatives
+            if c in case.points:
+                weights[c] = weights.get(c, 1.0) * 4.0
+        chosen = choose_queries(present, negatives, k=self.k, rng=rng, concept_weights=weights)
+        k, shape = self.k, image.shape
+        target = np.zeros((k, *shape), np.uint8)
+        queries = torch.zeros(k, self.table.dim)
+        mask = torch.zeros(k, dtype=torch.bool)
+        presence = torch.zeros(k)
+        for i, concept in enumerate(chosen):
+            queries[i] = self.table.get(case.modality, concept, rng)
+            mask[i] = True
+            if concept in present:
+                target[i] = case.mask(label, concept)
+                presence[i] = 1.0
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image, np.float32))[None],
+            "queries": queries,
+            "target": torch.from_numpy(target),
+            "presence": presence,
+            "query_mask": mask,
+            "key": key,
+        }
+
+
+def _crop_pad(array: np.ndarray, lo: Sequence[int], size: Sequence[int], value: float) -> np.ndarray:
+    """array[lo:lo+size] with out-of-bounds parts filled with ``value``."""
+    out = np.full(tuple(size), value, dtype=np.float32 if array.dtype.kind == "f" else array.dtype)
+    src, dst = [], []
+    for start, n, dim in zip(lo, size, array.shape, strict=True):
+        a, b = max(start, 0), min(start + n, dim)
+        if b <= a:
+            return out
+        src.append(slice(a, b))
+        dst.append(slice(a - start, b - start))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def _thin(image: np.ndarray, label: np.ndarray, rng, min_thin: int, pad_value: float):
+    """Keep a central z slab (as sliding-window inference pads a thin volume) and blank the rest."""
+    z = image.shape[2]
+    if z <= min_thin:
+        return image, label
+    t = int(rng.integers(min_thin, z))
+    a = (z - t) // 2
+    image = image.copy()
+    label = label.copy()
+    image[:, :, :a] = pad_value
+    image[:, :, a + t:] = pad_value
+    label[:, :, :a] = 0
+    label[:, :, a + t:] = 0
+    return image, label
+
+
+class Augmentation:
+    """MONAI augmentation of a cropped (image, label) box into a ``patch``-sized sample.
+
+    Spatial: random rotation (up to 15 degrees in-plane, 6 out-of-plane), scaling (+-15 %)
+    and the crop to ``patch`` (bilinear image, nearest label). Intensity: scale, shift,
+    contrast (gamma), gaussian noise and smoothing. No flips (left/right is meaningful).
+    """
+
+    def __init__(self, patch: Sequence[int]) -> None:
+        from monai.transforms import (
+            Compose,
+            RandAdjustContrastd,
+            RandAffined,
+            RandGaussianNoised,
+            RandGaussianSmoothd,
+            RandScaleIntensityd,
+            RandShiftIntensityd,
+        )
+
+        self.spatial_transform = RandAffined(
+            keys=("image", "label"), spatial_size=tuple(patch), prob=0.8,
+            rotate_range=(0.1, 0.1, 0.26), scale_range=(0.15, 0.15, 0.15),
+            mode=("bilinear", "nearest"), padding_mode="border",
+        )
+        self.intensity_transform = Compose([
+            RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
+            RandShiftIntensityd(keys="image", offsets=0.2, prob=0.5),
+            RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.3),
+            RandGaussianSmoothd(keys="image", sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0), sigma_z=(0.3, 1.0), prob=0.15),
+            RandGaussianNoised(keys="image", std=0.1, prob=0.2),
+        ])
+
+    def spatial(self, image: np.ndarray, label: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """[X, Y, Z] box arrays -> [*patch] float32 image and integer label (rotated, scaled, cropped)."""
+        self.spatial_transform.set_random_state(seed=seed)
+        data = {"image": torch.from_numpy(image[None].astype(np.float32)),
+                "label": torch.from_numpy(label[None].astype(np.float32))}
+        out = self.spatial_transform(data)
+        img = np.asarray(out["image"].detach().cpu())[0]
+        lab = np.rint(np.asarray(out["label"].detach().cpu())[0]).astype(label.dtype)
+        return img.astype(np.float32, copy=False), lab
+
+    def intensity(self, image: np.ndarray, seed: int) -> np.ndarray:
+        """[X, Y, Z] float32 image -> intensity-augmented copy."""
+        self.intensity_transform.set_random_state(seed=seed)
+        out = self.intensity_transform({"image": torch.from_numpy(image[None].astype(np.float32))})
+        return np.asarray(out["image"].detach().cpu())[0].astype(np.float32, copy=False)

@@ -1,0 +1,226 @@
+"""``sat terms build``: compile ``knowledge_tree/`` + the terminology sources into one json.gz.
+
+The output is deterministic: sorted keys, sorted lists, gzip with a fixed timestamp, so the same
+input gives the same bytes.
+
+Example:
+    >>> from sat.knowledge.build import build  # doctest: +SKIP
+    >>> build(Path("../shared/terms"), Path("knowledge_tree"), out=Path("sat/resources/knowledge_tree.json.gz"))
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from sat.errors import ConfigError
+from sat.knowledge import sources as src
+from sat.knowledge.curated import Curated, read_cards, read_curated
+from sat.knowledge.normalize import exact_key
+from sat.knowledge.terms import TermTable
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+ACR_CODES = {"FMA": "fma", "SNOMED": "snomed", "UMLS": "umls", "MESH": "mesh"}
+
+
+def _match_index(entries: dict[str, dict], label: str, synonyms: str) -> tuple[dict, dict]:
+    by_label: dict[str, list[str]] = {}
+    by_syn: dict[str, list[str]] = {}
+    for eid, entry in entries.items():
+        by_label.setdefault(exact_key(entry[label]), []).append(eid)
+        for syn in entry.get(synonyms) or []:
+            by_syn.setdefault(exact_key(syn), []).append(eid)
+    return by_label, by_syn
+
+
+def _auto_match(keys: list[str], by_label: dict, by_syn: dict) -> str | None:
+    for index in (by_label, by_syn):
+        for key in keys:
+            hits = sorted(set(index.get(key, ())))
+            if len(hits) == 1:
+                return hits[0]
+    return None
+
+
+def _matches(cur: Curated, uberon: dict, acr: dict) -> dict[str, dict[str, str]]:
+    """concept id -> {"uberon": id, "acr": rid} from mappings.csv, else by exact name."""
+    u_idx = _match_index(uberon, "label", "synonyms")
+    a_idx = _match_index(acr, "description", "synonyms")
+    explicit: dict[str, dict[str, str]] = {}
+    for row in cur.mappings:
+        explicit.setdefault(row["concept"], {})[row["source"]] = row["id"]
+    out: dict[str, dict[str, str]] = {}
+    for cid, c in cur.concepts.items():
+        keys = [exact_key(t) for t in (c["name"], cid.replace("_", " "), *c["synonyms"])]
+        found = {}
+        for source, idx, table in (("uberon", u_idx, uberon), ("acr", a_idx, acr)):
+            given = explicit.get(cid, {}).get(source)
+            if given == "-":
+                continue
+            if given:
+                if given not in table:
+                    raise ConfigError(f"mappings.csv: {source} id {given} of {cid} is not in the source; fix or remove it")
+                found[source] = given
+                continue
+            hit = _auto_match(keys, *idx)
+            if hit:
+                found[source] = hit
+        out[cid] = found
+    return out
+
+
+def _laterality(cur: Curated) -> dict[str, dict]:
+    """Laterality and left/right/unsided links from ids and is_a parents."""
+    con = cur.concepts
+    info: dict[str, dict] = {cid: {"laterality": c["laterality"]} for cid, c in con.items()}
+    for cid, c in con.items():
+        tokens = cid.split("_")
+        side = c["laterality"] or ("left" if "left" in tokens else "right" if "right" in tokens else None)
+        if side not in ("left", "right"):
+            continue
+        info[cid]["laterality"] = side
+        other = "_".join({"left": "right", "right": "left"}[t] if t in ("left", "right") else t for t in tokens)
+        if other in con:
+            info[cid]["right_id" if side == "left" else "left_id"] = other
+        unsided = [p for p, rel in c["parents"] if rel == "is_a" and p in con
+                   and not ({"left", "right"} & set(p.split("_")))]
+        if unsided:
+            info[cid]["unsided_id"] = unsided[0]
+            base = info[unsided[0]]
+            base["laterality"] = base["laterality"] or "unsided"
+            base.setdefault(f"{side}_id", cid)
+    return info
+
+
+def _class_lists(root: Path) -> list[src.ClassList]:
+    return [src.read_totalsegmentator(root), src.read_vista3d(root), src.read_sat(root)]
+
+
+def build_data(sources: Path, curated: Path, *, cards: Path | None = None) -> dict:
+    """Compile everything into the artifact's dict (see ``write``)."""
+    cur = read_curated(curated)
+    uberon, acr = src.read_uberon(sources), src.read_acr(sources)
+    matches = _matches(cur, uberon, acr)
+    table = TermTable(cur)
+    for cid, found in sorted(matches.items()):
+        if "acr" in found:
+            node = acr[found["acr"]]
+            table.add(cid, node["description"], "acr")
+            for syn in node.get("synonyms") or []:
+                table.add(cid, syn, "acr")
+        if "uberon" in found:
+            table.add(cid, uberon[found["uberon"]]["label"], "uberon")
+            for syn in uberon[found["uberon"]].get("synonyms") or []:
+                table.add(cid, syn, "uberon")
+    datasets: dict[str, set[str]] = {cid: set() for cid in cur.concepts}
+    modalities: dict[str, set[str]] = {cid: set() for cid in cur.concepts}
+    coverage: dict[str, dict] = {}
+    for clist in _class_lists(sources):
+        coverage[clist.source] = cov = {"matched": {}, "unmatched": []}
+        for name, where in sorted(clist.names.items()):
+            cid = table.lookup(name)
+            if cid is None:
+                cov["unmatched"].append(name)
+                continue
+            cov["matched"][name] = cid
+            table.add(cid, name, "dataset")
+            for dataset, modality in where:
+                datasets[cid].add(dataset)
+                modalities[cid].add(modality)
+    card_data = read_cards(cards) if cards else {}
+    for card, data in card_data.items():
+        for label in (data.get("labels") or {}).values():
+            cid = label.get("concept") if isinstance(label, dict) else None
+            if cid in cur.concepts:
+                datasets[cid].add(card)
+                if data.get("modality"):
+                    modalities[cid].add(str(data["modality"]).lower())
+    terms = table.resolve_conflicts()
+    lat = _laterality(cur)
+    ts_snomed = src.read_ts_snomed(sources)
+    concepts = {}
+    for cid, c in cur.concepts.items():
+        found = matches[cid]
+        xrefs: dict[str, str] = {}
+        definition = c["definition"] or ""
+        region = c["region"]
+        if "uberon" in found:
+            xrefs["uberon"] = found["uberon"]
+            definition = definition or uberon[found["uberon"]].get("description") or ""
+        if "acr" in found:
+            node = acr[found["acr"]]
+            xrefs["acr"] = node["radlexId"]
+            if node["radlexId"].startswith("RID") and "_" not in node["radlexId"]:
+                xrefs["radlex"] = node["radlexId"]
+            for code in node.get("codes") or []:
+                if code["system"] in ACR_CODES:
+                    xrefs[ACR_CODES[code["system"]]] = code["code"]
+            region = region or src.acr_region(acr, found["acr"])
+        ts_names = [n for n, m in coverage["totalsegmentator"]["matched"].items() if m == cid]
+        if ts_names:
+            xrefs["totalsegmentator"] = cid if cid in ts_names else sorted(ts_names)[0]
+            for n in ts_names:
+                for key, value in ts_snomed.get(n, {}).items():
+                    xrefs.setdefault(key, value)
+        concepts[cid] = {
+            "id": cid, "name": c["name"], "synonyms": sorted(terms.get(cid, set()) - {c["name"]}),
+            "definition": definition, "parents": [list(p) for p in c["parents"]],
+            "region": region, "modalities": sorted(modalities[cid]), "xrefs": dict(sorted(xrefs.items())),
+            "datasets": sorted(datasets[cid]), "is_lesion": c["lesion"], **lat[cid],
+        }
+    _inherit_regions(concepts)
+    return {
+        "format_version": FORMAT_VERSION,
+        "concepts": dict(sorted(concepts.items())),
+        "ambiguous": {exact_key(t): a for t, a in sorted(cur.ambiguous.items())},
+        "coverage": {k: {"matched": len(v["matched"]), "total": len(v["matched"]) + len(v["unmatched"]),
+                         "unmatched": sorted(v["unmatched"])} for k, v in coverage.items()},
+        "cards": sorted(card_data),
+    }
+
+
+def _inherit_regions(concepts: dict[str, dict]) -> None:
+    """Concepts without a region take the first region found up their parents."""
+    def region_of(cid: str, seen: set[str]) -> str | None:
+        c = concepts[cid]
+        if c["region"] or cid in seen:
+            return c["region"]
+        seen.add(cid)
+        for parent, _rel in c["parents"]:
+            if parent in concepts and (r := region_of(parent, seen)):
+                return r
+        return None
+    for cid in sorted(concepts):
+        concepts[cid]["region"] = region_of(cid, set())
+
+
+def dumps(data: dict) -> bytes:
+    """Deterministic gzip'd JSON bytes of ``data``."""
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)
+
+
+def write(data: dict, out: Path) -> Path:
+    """Write the artifact atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".kt-", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(dumps(data))
+    os.replace(tmp, out)
+    return out
+
+
+def build(sources: Path, curated: Path, *, out: Path, cards: Path | None = None) -> dict:
+    """Build and write the artifact; returns its data."""
+    data = build_data(sources, curated, cards=cards)
+    write(data, out)
+    log.info("wrote %s: %d concepts", out, len(data["concepts"]))
+    return data
+
+
+__all__ = ["build", "build_data", "dumps", "write"]

@@ -1,0 +1,161 @@
+"""Sliding-window inference of a SATNet over a whole model-space volume.
+
+The image is encoded once per window for ALL queries (they are passed to the
+predictor as a keyword), windows are blended with a gaussian weight (MONAI
+``sliding_window_inference``) and, for large outputs, accumulated in float16.
+
+Presence gating rule: for every window and query, when the presence logit
+``p`` is negative (presence probability < 0.5) the window's logits are replaced
+by ``min(logit, p)``; the window then votes "absent" everywhere (its logits are
+all below ``p < 0``), while windows that see the structure keep their logits.
+
+Example:
+    >>> import torch
+    >>> from sat.model import build_model, predict
+    >>> net = build_model("sat-tiny").eval()
+    >>> predict(net, torch.zeros(1, 1, 50, 40, 30), torch.randn(3, 384)).shape
+    torch.Size([3, 50, 40, 30])
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+
+from sat.errors import InputError
+from sat.model.config import ModelConfig
+from sat.model.network import SATNet
+
+__all__ = ["predict", "gate_by_presence", "window_memory_bytes", "sw_batch_size_for"]
+
+log = logging.getLogger(__name__)
+
+_FP16_OUTPUT_BYTES = 1 << 30  # accumulate in float16 when a float32 output would exceed 1 GiB
+
+
+def gate_by_presence(logits: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
+    """Apply the presence rule: logits [B, N, ...], presence logits [B, N] -> gated logits (same shape).
+
+    Where ``presence < 0``: ``min(logits, presence)``; elsewhere unchanged.
+    """
+    p = presence.reshape(*presence.shape, *([1] * (logits.ndim - 2))).to(logits.dtype)
+    return torch.where(p < 0, torch.minimum(logits, p), logits)
+
+
+def window_memory_bytes(config: ModelConfig, n_queries: int, *, window: Sequence[int] | None = None) -> int:
+    """Rough peak memory (bytes) of one window through the network with ``n_queries`` queries."""
+    shape = tuple(window or config.patch_size)
+    vox = math.prod(shape)
+    feats = sum(w * vox / 8**i for i, w in enumerate(config.widths))
+    # skips + decoder features + conv/norm temporaries at the finest level, float32
+    activations = 4 * (2 * feats + 4 * config.widths[0] * vox)
+    logits = 4 * 2 * n_queries * vox
+    return int(activations + logits)
+
+
+def sw_batch_size_for(
+    config: ModelConfig, n_queries: int, *, memory_gb: float, window: Sequence[int] | None = None
+) -> int:
+    """Largest number of windows per batch whose estimated peak fits ``memory_gb`` (at least 1)."""
+    per_window = window_memory_bytes(config, n_queries, window=window)
+    return max(1, int(memory_gb * 2**30 // per_window))
+
+
+def _as_5d(image: torch.Tensor) -> torch.Tensor:
+    if not isinstance(image, torch.Tensor):
+        image = torch.as_tensor(image)
+    while image.ndim < 5:
+        image = image.unsqueeze(0)
+    if image.ndim != 5 or image.shape[:2] != (1, 1):
+        raise InputError(f"image must be [1, 1, X, Y, Z] (or [X, Y, Z]), got {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise InputError("image contains NaN or infinite values; clean or re-standardize it first")
+    return image.float()
+
+
+def _pad_to(image: torch.Tensor, roi: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Pad (with the image minimum, i.e. background) to at least ``roi``; return the crop back."""
+    size = image.shape[2:]
+    if all(s >= r for s, r in zip(size, roi)):
+        return image, tuple(slice(None) for _ in size)
+    pads, crop = [], []
+    for s, r in zip(size, roi):
+        diff = max(r - s, 0)
+        pads.append((diff // 2, diff - diff // 2))
+        crop.append(slice(diff // 2, diff // 2 + s))
+    flat = [p for pair in reversed(pads) for p in pair]
+    return F.pad(image, flat, value=float(image.min())), tuple(crop)
+
+
+def predict(
+    model: SATNet,
+    image: torch.Tensor,
+    queries: torch.Tensor,
+    *,
+    overlap: float = 0.25,
+    sw_batch_size: int | None = None,
+    memory_gb: float = 2.0,
+    accumulate_dtype: torch.dtype | None = None,
+    presence_gating: bool = True,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Logits of every query over a whole model-space volume.
+
+    Args:
+        model: a SATNet (switched to eval mode for the call).
+        image: [1, 1, X, Y, Z] (or [X, Y, Z]) float32 standardized image in model space.
+        queries: [N, text_dim] text embeddings (computed once per call by the caller).
+        overlap: window overlap fraction in [0, 1).
+        sw_batch_size: windows per forward; default from ``memory_gb``.
+        memory_gb: memory budget used to choose ``sw_batch_size``.
+        accumulate_dtype: dtype of the blended output; default float16 when a float32
+            output would exceed 1 GiB, else float32.
+        presence_gating: apply the presence rule of this module's docstring.
+        progress: show a progress bar over windows.
+
+    Returns:
+        [N, X, Y, Z] logits (float32 or ``accumulate_dtype``) on the input grid.
+    """
+    image = _as_5d(image)
+    if queries.ndim != 2:
+        raise InputError(f"queries must be [N, D], got {tuple(queries.shape)}; stack the prompt embeddings")
+    if not 0 <= overlap < 1:
+        raise InputError(f"overlap must be in [0, 1), got {overlap}")
+    config = model.config
+    roi = tuple(config.patch_size)
+    n = queries.shape[0]
+    padded, crop = _pad_to(image, roi)
+    if accumulate_dtype is None:
+        big = 4 * n * padded[0, 0].numel() > _FP16_OUTPUT_BYTES
+        accumulate_dtype = torch.float16 if big else torch.float32
+    if sw_batch_size is None:
+        sw_batch_size = sw_batch_size_for(config, n, memory_gb=memory_gb)
+    device = next(model.parameters()).device
+    padded = padded.to(device)
+    queries = queries.to(device=device, dtype=torch.float32)
+
+    def predictor(window: torch.Tensor, slices, *, queries: torch.Tensor) -> torch.Tensor:
+        # read the float32 window (MONAI's buffer may be float16 to halve the output memory)
+        win = torch.cat([padded[tuple(s)] for s in slices]) if window.dtype != torch.float32 else window
+        out = model(win, queries, return_aux=False)
+        logits = gate_by_presence(out.logits, out.presence) if presence_gating else out.logits
+        return logits.to(accumulate_dtype)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            result = sliding_window_inference(
+                padded.to(accumulate_dtype), roi, sw_batch_size, predictor,
+                overlap=overlap, mode="gaussian", progress=progress, with_coord=True, queries=queries,
+            )
+    finally:
+        model.train(was_training)
+    log.debug("predict: %d queries, %s voxels, sw_batch_size=%d", n, tuple(image.shape[2:]), sw_batch_size)
+    out = result[0]
+    return out[(slice(None), *crop)].clone() if padded is not image else out

@@ -1,0 +1,182 @@
+"""SATNet: U-Net image encoder/decoder + text-query decoder + mask generator.
+
+Example:
+    >>> import torch
+    >>> from sat.model import build_model
+    >>> net = build_model("sat-tiny").eval()
+    >>> out = net(torch.zeros(1, 1, 32, 32, 32), torch.randn(3, 384))
+    >>> out.logits.shape, out.presence.shape
+    (torch.Size([1, 3, 32, 32, 32]), torch.Size([1, 3]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from sat.errors import InputError
+from sat.model.config import ModelConfig, get_config
+from sat.model.decoder import QueryDecoder, VisualTokens, mlp
+from sat.model.unet import UNet3D
+
+__all__ = ["SATNet", "SATOutput", "build_model", "count_parameters", "estimate_flops"]
+
+
+@dataclass
+class SATOutput:
+    """What :meth:`SATNet.forward` returns.
+
+    Attributes:
+        logits: [B, N, X, Y, Z] float32 mask logits, one map per query.
+        presence: [B, N] float32 logits that the queried structure is inside the window.
+        aux: deep-supervision logits [B, N, X/2**k, Y/2**k, Z/2**k], k = 1, 2, ... (training only,
+            or when ``forward(..., return_aux=True)``).
+    """
+
+    logits: torch.Tensor
+    presence: torch.Tensor
+    aux: list[torch.Tensor] = field(default_factory=list)
+
+
+class SATNet(nn.Module):
+    """Text-prompted 3D segmentation network (see :class:`~sat.model.config.ModelConfig`)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.backbone = UNet3D(c.in_channels, c.widths, c.depths, c.decoder_depths, negative_slope=c.negative_slope)
+        self.tokens = VisualTokens(c.widths[-c.token_levels:], c.query_dim)
+        self.query_proj = mlp(c.text_dim, c.query_dim, c.query_dim)
+        self.query_decoder = QueryDecoder(
+            c.query_dim, layers=c.decoder_layers, heads=c.heads, ffn_dim=c.ffn_dim,
+            self_attention=c.query_self_attention,
+        )
+        self.presence_head = mlp(c.query_dim, c.mask_hidden, 1)
+        # mask_heads[k] maps a decoded query to the channels of decoder level k (0 = full resolution)
+        self.mask_heads = nn.ModuleList(
+            mlp(c.query_dim, c.mask_hidden, c.widths[k]) for k in range(1 + c.deep_supervision)
+        )
+
+    # -- pieces (also used by the memory-lean inference path) -------------------------------
+    def check_image(self, image: torch.Tensor) -> None:
+        """Raise :class:`InputError` unless image is [B, C, X, Y, Z] with sizes divisible by the stride."""
+        c = self.config
+        if image.ndim != 5 or image.shape[1] != c.in_channels:
+            raise InputError(
+                f"image must be [B, {c.in_channels}, X, Y, Z], got {tuple(image.shape)}; add batch/channel axes"
+            )
+        if any(s % c.divisor for s in image.shape[2:]):
+            raise InputError(
+                f"image size {tuple(image.shape[2:])} is not divisible by {c.divisor}; pad it or use predict()"
+            )
+
+    def embed_queries(self, queries: torch.Tensor, batch: int) -> torch.Tensor:
+        """[N, Dt] or [B, N, Dt] text embeddings -> [B, N, query_dim]."""
+        if queries.ndim == 2:
+            queries = queries.unsqueeze(0).expand(batch, -1, -1)
+        if queries.ndim != 3 or queries.shape[0] != batch or queries.shape[-1] != self.config.text_dim:
+            raise InputError(
+                f"queries must be [N, {self.config.text_dim}] or [{batch}, N, {self.config.text_dim}], "
+                f"got {tuple(queries.shape)}; encode prompts with the model's text encoder"
+            )
+        return self.query_proj(queries.to(self.query_proj[0].weight.dtype))
+
+    def decode_queries(
+        self, skips: list[torch.Tensor], queries: torch.Tensor, query_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Visual tokens from the encoder skips + query decoder.
+
+        Returns:
+            (decoded queries [B, N, query_dim], presence logits [B, N]).
+        """
+        memory, pos = self.tokens(skips)
+        q = self.embed_queries(queries, memory.shape[0])
+        pad = None
+        if query_mask is not None and self.config.query_self_attention:
+            pad = ~query_mask.bool()
+            pad = pad & ~pad.all(dim=1, keepdim=True)  # a fully padded row would give NaN
+        q = self.query_decoder(q, memory, pos, pad)
+        return q, self.presence_head(q).squeeze(-1)
+
+    def mask_logits(self, features: torch.Tensor, q: torch.Tensor, level: int = 0) -> torch.Tensor:
+        """Dot product of per-voxel features [B, C, ...] with the level's query embeddings -> [B, N, ...]."""
+        emb = self.mask_heads[level](q)  # [B, N, C]
+        flat = features.flatten(2) if features.is_contiguous() else features.permute(0, 2, 3, 4, 1).flatten(1, 3).transpose(1, 2)
+        return torch.bmm(emb, flat).view(emb.shape[0], emb.shape[1], *features.shape[2:])
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(
+        self,
+        image: torch.Tensor,
+        queries: torch.Tensor,
+        *,
+        query_mask: torch.Tensor | None = None,
+        return_aux: bool | None = None,
+    ) -> SATOutput:
+        """Segment every query in the image.
+
+        Args:
+            image: [B, 1, X, Y, Z] float32, each size divisible by ``config.divisor``.
+            queries: [N, text_dim] (shared by the batch) or [B, N, text_dim] text embeddings.
+            query_mask: optional [B, N] bool, True for real queries (padding is ignored by
+                query self-attention; the loss must also ignore it).
+            return_aux: compute deep-supervision maps (default: in training mode only).
+        """
+        self.check_image(image)
+        want_aux = self.training if return_aux is None else return_aux
+        skips = self.backbone.encode(image)
+        q, presence = self.decode_queries(skips, queries, query_mask)
+        decoded = self.backbone.decode(skips)
+        del skips
+        logits = self.mask_logits(decoded[0], q, 0)
+        aux = []
+        if want_aux:
+            aux = [self.mask_logits(decoded[k], q, k) for k in range(1, 1 + self.config.deep_supervision)]
+        return SATOutput(logits=logits, presence=presence, aux=aux)
+
+
+def build_model(config: str | dict[str, Any] | ModelConfig, *, device: str | torch.device | None = None) -> SATNet:
+    """Build a randomly initialised :class:`SATNet` from a preset name, dict or config.
+
+    ``device="meta"`` builds without allocating weights (parameter counting).
+
+    Example:
+        >>> build_model("sat-nano", device="meta").config.preset
+        'sat-nano'
+    """
+    cfg = get_config(config)
+    if device is None:
+        return SATNet(cfg)
+    with torch.device(device):
+        return SATNet(cfg)
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of parameters (works on the meta device)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def estimate_flops(config: str | dict[str, Any] | ModelConfig, *, window=None, queries: int = 1) -> float:
+    """Approximate multiply-add FLOPs (x2) of one forward pass on one window (convolutions + mask dot).
+
+    Example:
+        >>> estimate_flops("sat-tiny", window=(96, 96, 96)) > 1e9
+        True
+    """
+    c = get_config(config)
+    shape = tuple(window or c.patch_size)
+    vox = [shape[0] * shape[1] * shape[2] / 8**i for i in range(c.levels)]
+    flops = 0.0
+    cins = (c.in_channels, *c.widths[:-1])
+    for i, (cin, w, d) in enumerate(zip(cins, c.widths, c.depths)):
+        flops += 2 * 27 * vox[i] * (cin * w + (d - 1) * w * w)
+    for i, d in enumerate(c.decoder_depths):
+        w = c.widths[i]
+        flops += 2 * 8 * vox[i + 1] * c.widths[i + 1] * w  # transposed conv
+        flops += 2 * 27 * vox[i] * (2 * w * w + (d - 1) * w * w)
+    flops += 2 * vox[0] * c.widths[0] * queries
+    return flops

@@ -1,0 +1,409 @@
+"""The result of a segmentation: one mask per prompt and a label map, on the input's own grid.
+
+Masks are kept cropped to their bounding box (a 512x512x300 CT with 60 prompts does not
+hold 60 full-size arrays); ``seg[prompt]`` returns the full-size bool array.
+
+Example:
+    >>> import numpy as np
+    >>> from sat.segmentation import Segmentation
+    >>> liver = np.zeros((4, 4, 4), bool); liver[1:3, 1:3, 1:3] = True
+    >>> seg = Segmentation({"liver": liver}, np.diag([2.0, 2.0, 2.0, 1.0]))
+    >>> seg["liver"].sum(), seg.labelmap.max(), float(seg.volumes_ml()["ml"][0])
+    (np.int64(8), np.uint8(1), 0.064)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sat.errors import InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Label", "Segmentation"]
+
+LABELMAP_NAME = "labelmap.nii.gz"
+LABELS_NAME = "labels.json"
+_RESERVED = {"labelmap", "labels", "overlay"}
+
+
+@dataclass(frozen=True)
+class Label:
+    """What one label value of a :class:`Segmentation` stands for.
+
+    Attributes:
+        value: label value in ``labelmap`` (1..N in prompt order).
+        prompt: the prompt as given (whitespace stripped).
+        concept: knowledge-tree concept id it resolved to, or None (free text).
+        name: the concept's preferred name, or None.
+        kind: ``"concept"`` (a trained class), ``"union"`` (a parent: union of its trained
+            descendants), or ``"text"`` (embedded as free text: open vocabulary).
+        members: the trained concept ids whose masks were used (empty for ``"text"``).
+    """
+
+    value: int
+    prompt: str
+    concept: str | None = None
+    name: str | None = None
+    kind: str = "text"
+    members: tuple[str, ...] = field(default_factory=tuple)
+
+
+class _Crop:
+    """A bool mask stored as its bounding box and the data inside it."""
+
+    __slots__ = ("box", "data", "voxels")
+
+    def __init__(self, mask: np.ndarray, offset: Sequence[int] = (0, 0, 0)) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        hits = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+        if any(h.size == 0 for h in hits):
+            self.box = (slice(0, 0),) * 3
+            self.data = np.zeros((0, 0, 0), dtype=bool)
+        else:
+            local = tuple(slice(int(h[0]), int(h[-1]) + 1) for h in hits)
+            self.data = np.ascontiguousarray(mask[local])
+            self.box = tuple(slice(s.start + o, s.stop + o) for s, o in zip(local, offset, strict=True))
+        self.voxels = int(np.count_nonzero(self.data))
+
+    def full(self, shape: tuple[int, int, int]) -> np.ndarray:
+        out = np.zeros(shape, dtype=bool)
+        out[self.box] = self.data
+        return out
+
+
+class _MaskView(Mapping):
+    """Read-only mapping prompt -> full-size bool mask (built on access)."""
+
+    def __init__(self, seg: Segmentation) -> None:
+        self._seg = seg
+
+    def __getitem__(self, prompt: str) -> np.ndarray:
+        return self._seg[prompt]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._seg.prompts)
+
+    def __len__(self) -> int:
+        return len(self._seg.prompts)
+
+
+class Segmentation:
+    """Masks for a list of prompts on the grid of the segmented image.
+
+    Args:
+        masks: prompt -> bool ``[X, Y, Z]`` array (all the same shape), in prompt order.
+        affine: ``(4, 4)`` voxel -> RAS+ mm affine of the input image.
+        labelmap: integer ``[X, Y, Z]``, value ``i`` = ``i``-th prompt (overlaps resolved by the
+            caller, e.g. by highest probability); default: masks painted in order, first wins.
+        labels: one :class:`Label` per prompt (default: free-text labels 1..N).
+        image: the segmented image ``[X, Y, Z]`` (kept by reference, for :meth:`overlay_png`).
+        modality: ``"ct" | "mr" | "pet" | None`` of the image.
+        meta: provenance stored in labels.json (model name, threshold, ...).
+
+    Attributes:
+        affine, labelmap, labels (value -> :class:`Label`), masks (prompt -> bool array),
+        image, modality, meta.
+
+    Example:
+        >>> m = np.zeros((3, 3, 3), bool); m[1, 1, 1] = True
+        >>> Segmentation({"spleen": m}, np.eye(4)).labels[1].prompt
+        'spleen'
+    """
+
+    def __init__(
+        self,
+        masks: Mapping[str, np.ndarray],
+        affine: np.ndarray,
+        *,
+        labelmap: np.ndarray | None = None,
+        labels: Sequence[Label] | None = None,
+        image: np.ndarray | None = None,
+        modality: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        if not masks:
+            raise InputError("a Segmentation needs at least one mask")
+        shapes = {tuple(np.shape(m)) for m in masks.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+            raise InputError(f"all masks must be 3D arrays of one shape, got shapes {sorted(shapes)}")
+        crops = {prompt: _Crop(mask) for prompt, mask in masks.items()}
+        shape = next(iter(shapes))
+        if labelmap is None:
+            labelmap = _paint_in_order(list(masks.values()), shape)
+        self._init(crops, shape, affine, labelmap, labels, image, modality, meta)
+
+    @classmethod
+    def _from_crops(
+        cls, crops: dict[str, _Crop], shape: tuple[int, int, int], affine: np.ndarray, labelmap: np.ndarray, **kw: Any
+    ) -> Segmentation:
+        self = cls.__new__(cls)
+        self._init(crops, shape, affine, labelmap, kw.get("labels"), kw.get("image"), kw.get("modality"), kw.get("meta"))
+        return self
+
+    def _init(self, crops, shape, affine, labelmap, labels, image, modality, meta) -> None:
+        self._crops = crops
+        self._shape = tuple(int(s) for s in shape)
+        self.affine = np.array(affine, dtype=np.float64)
+        if self.affine.shape != (4, 4):
+            raise InputError(f"affine must be 4x4, got shape {self.affine.shape}")
+        self.labelmap = np.asarray(labelmap)
+        if self.labelmap.shape != self._shape or not np.issubdtype(self.labelmap.dtype, np.integer):
+            raise InputError(f"labelmap must be an integer array of shape {self._shape}")
+        prompts = list(crops)
+        if labels is None:
+            labels = [Label(value=i, prompt=p) for i, p in enumerate(prompts, start=1)]
+        if [lab.prompt for lab in labels] != prompts:
+            raise InputError("labels must list the prompts of the masks, in the same order")
+        self.labels: dict[int, Label] = {lab.value: lab for lab in labels}
+        self.image = image
+        self.modality = modality
+        self.meta = dict(meta or {})
+        self.masks: Mapping[str, np.ndarray] = _MaskView(self)
+
+    # -- access ---------------------------------------------------------------------------
+    @property
+    def prompts(self) -> list[str]:
+        """The prompts, in label-value order."""
+        return list(self._crops)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Grid size of the input image."""
+        return self._shape  # type: ignore[return-value]
+
+    @property
+    def voxel_ml(self) -> float:
+        """Volume of one voxel in millilitres (|det affine| mm^3 / 1000)."""
+        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
+    def _key(self, key: str) -> str:
+        if key in self._crops:
+            return key
+        folded = str(key).strip().casefold()
+        for lab in self.labels.values():
+            if lab.prompt.casefold() == folded or (lab.concept or "").casefold() == folded:
+                return lab.prompt
+        raise KeyError(f"no mask for {key!r}; prompts are {self.prompts}")
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        """Full-size bool mask of a prompt (exact prompt, case-insensitive prompt, or concept id)."""
+        return self._crops[self._key(key)].full(self._shape)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self._key(str(key))
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._crops)
+
+    def __len__(self) -> int:
+        return len(self._crops)
+
+    def __repr__(self) -> str:
+        return f"Segmentation(shape={self._shape}, prompts={self.prompts})"
+
+    def voxels(self, key: str) -> int:
+        """Number of voxels in a prompt's mask (no full-size array is built)."""
+        return self._crops[self._key(key)].voxels
+
+    def volumes_ml(self):
+        """Per-prompt volumes: pandas DataFrame with columns value, prompt, concept, name, voxels, ml.
+
+        ``voxels``/``ml`` count the prompt's own mask (masks may overlap; the label map
+        gives each voxel to one prompt only).
+        """
+        import pandas as pd
+
+        rows = [self._row(lab) for lab in self.labels.values()]
+        columns = ["value", "prompt", "concept", "name", "voxels", "ml"]
+        return pd.DataFrame([{k: r[k] for k in columns} for r in rows], columns=columns)
+
+    def _row(self, lab: Label) -> dict[str, Any]:
+        voxels = self._crops[lab.prompt].voxels
+        return {**asdict(lab), "members": list(lab.members), "voxels": voxels, "ml": round(voxels * self.voxel_ml, 3)}
+
+    # -- output ---------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``labelmap.nii.gz``, one ``<prompt>.nii.gz`` mask per prompt and ``labels.json``.
+
+        Every file has the input's shape and affine. The files are written to a hidden
+        folder beside ``directory`` and moved into place only when all are complete
+        (labels.json last), so an interrupted save never leaves a partial file.
+
+        Returns:
+            The output directory.
+
+        Raises:
+            InputError: ``directory`` exists and is not a folder.
+        """
+        from sat.io import save as save_nifti
+
+        out = Path(directory).expanduser()
+        if out.exists() and not out.is_dir():
+            raise InputError(f"output {out} exists and is a file; give a folder path for the results")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
+        try:
+            files = self._file_names()
+            save_nifti(self.labelmap, stage / LABELMAP_NAME, affine=self.affine)
+            for prompt, name in files.items():
+                save_nifti(self[prompt].view(np.uint8), stage / name, affine=self.affine)
+            (stage / LABELS_NAME).write_text(json.dumps(self._labels_json(files), indent=2) + "\n", encoding="utf-8")
+            _move_into(stage, out, [LABELMAP_NAME, *files.values(), LABELS_NAME])
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        log.info("wrote %d masks, %s and %s to %s", len(files), LABELMAP_NAME, LABELS_NAME, out)
+        return out
+
+    def _file_names(self) -> dict[str, str]:
+        names: dict[str, str] = {}
+        used: set[str] = set()
+        for lab in self.labels.values():
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", lab.prompt).strip("._-")[:100] or f"label_{lab.value}"
+            if stem.lower() in _RESERVED or stem.lower() in used:
+                stem = f"{stem}_{lab.value}"
+            used.add(stem.lower())
+            names[lab.prompt] = f"{stem}.nii.gz"
+        return names
+
+    def _labels_json(self, files: dict[str, str]) -> dict[str, Any]:
+        return {
+            "format_version": 1,
+            "labelmap": LABELMAP_NAME,
+            "shape": list(self._shape),
+            "affine": self.affine.tolist(),
+            "modality": self.modality,
+            **{k: v for k, v in self.meta.items() if k not in ("labels", "format_version")},
+            "labels": [{**self._row(lab), "file": files[lab.prompt]} for lab in self.labels.values()],
+        }
+
+    def overlay_png(self, path: str | os.PathLike, *, image: np.ndarray | None = None, dpi: int = 100) -> Path:
+        """Save axial, coronal and sagittal overlays of the label map with a legend (PNG, atomic).
+
+        Slices pass through the centre of the segmented voxels; radiological convention
+        (patient's right on the left of axial and coronal views). ``image`` defaults to
+        the segmented image when this object holds it.
+        """
+        path = Path(path).expanduser()
+        if path.suffix.lower() != ".png":
+            raise InputError(f"{path}: overlay_png writes PNG; name the file *.png")
+        if path.is_dir():
+            raise InputError(f"{path} is a folder; give a file name ending in .png")
+        background = self.image if image is None else np.asarray(image)
+        if background is not None and tuple(background.shape[:3]) != self._shape:
+            raise InputError(f"image shape {background.shape} does not match the segmentation {self._shape}")
+        legend = [(lab.value, lab.prompt, self._crops[lab.prompt].voxels) for lab in self.labels.values()]
+        return _render_overlay(path, self.labelmap, self.affine, legend, background, self.modality, dpi=dpi)
+
+
+def _paint_in_order(masks: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    labelmap = np.zeros(shape, dtype=np.uint8 if len(masks) < 256 else np.uint16)
+    for value in range(len(masks), 0, -1):  # first prompt wins where masks overlap
+        labelmap[np.asarray(masks[value - 1], dtype=bool)] = value
+    return labelmap
+
+
+def _move_into(stage: Path, out: Path, names: list[str]) -> None:
+    """Move finished files from ``stage`` to ``out`` (a rename of the whole folder when new)."""
+    if not out.exists():
+        try:
+            os.rename(stage, out)
+            stage.mkdir()  # recreated empty so the caller's cleanup is uniform
+            return
+        except OSError:
+            out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        os.replace(stage / name, out / name)
+
+
+def _to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flip/permute to RAS for display; returns (array, voxel size in mm)."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    ras = nib.orientations.apply_orientation(array, ornt)
+    zooms = np.linalg.norm(affine[:3, :3], axis=0)[np.argsort(ornt[:, 0])]
+    return ras, zooms
+
+
+def _window(image: np.ndarray, modality: str | None) -> tuple[float, float]:
+    if modality == "ct":
+        return -160.0, 240.0  # abdominal window W400 L40
+    sample = image.reshape(-1)[:: max(1, image.size // 1_000_000)]
+    lo, hi = np.percentile(sample, (1, 99))
+    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
+
+
+def _render_overlay(path, labelmap, affine, legend, image, modality, *, dpi: int) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    labels, zooms = _to_ras(labelmap, affine)
+    background = _to_ras(image, affine)[0] if image is not None else None
+    hits = np.argwhere(labels > 0)
+    centre = hits.mean(axis=0).round().astype(int) if hits.size else np.array(labels.shape) // 2
+    palette = [c for name in ("tab20", "tab20b", "tab20c") for c in _colors(name)]
+    n_values = int(labelmap.max()) + 1
+    cmap = ListedColormap([(0, 0, 0, 0)] + [palette[(v - 1) % len(palette)] for v in range(1, n_values)])
+    views = [  # (title, slicer, (horizontal mm, vertical mm)); horizontal axes are flipped below so
+        # the patient's right is on the left (axial, coronal) and anterior on the left (sagittal)
+        ("axial", lambda a: a[:, :, centre[2]], (zooms[0], zooms[1])),
+        ("coronal", lambda a: a[:, centre[1], :], (zooms[0], zooms[2])),
+        ("sagittal", lambda a: a[centre[0], :, :], (zooms[1], zooms[2])),
+    ]
+    fig = Figure(figsize=(15, 5.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    lo, hi = _window(background, modality) if background is not None else (0.0, 1.0)
+    for ax, (title, cut, (dh, dv)) in zip(axes, views, strict=True):
+        lab = cut(labels).T
+        extent = (0, lab.shape[1] * dh, 0, lab.shape[0] * dv)
+        if background is not None:
+            ax.imshow(cut(background).T, cmap="gray", vmin=lo, vmax=hi, origin="lower", extent=extent)
+        else:
+            ax.imshow(np.zeros_like(lab, dtype=float), cmap="gray", vmin=0, vmax=1, origin="lower", extent=extent)
+        ax.imshow(np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=n_values - 1, origin="lower",
+                  extent=extent, alpha=0.5, interpolation="nearest")
+        ax.invert_xaxis()
+        ax.set_title(title)
+        ax.set_axis_off()
+    handles = [Patch(color=palette[(v - 1) % len(palette)], label=f"{v} {p}" + ("" if n else " (empty)"))
+               for v, p, n in legend]
+    ncol = max(1, -(-len(handles) // 30))
+    right = 1.0 - 0.13 * ncol
+    fig.subplots_adjust(left=0.01, right=right, top=0.92, bottom=0.02, wspace=0.04)
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(right + 0.005, 0.5), fontsize=7,
+               ncol=ncol, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _colors(name: str) -> list[tuple[float, float, float, float]]:
+    from matplotlib import colormaps
+
+    cmap = colormaps[name]
+    return [cmap(i) for i in range(cmap.N)]

@@ -1,0 +1,94 @@
+"""Sliding-window predict() and the presence gating rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sat.errors import InputError
+from sat.model import build_model, predict, sw_batch_size_for
+from sat.model.inference import gate_by_presence, window_memory_bytes
+
+from .test_model_network import SMALL
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return build_model(SMALL).eval()
+
+
+def test_single_window_equals_forward(net):
+    image, q = torch.randn(1, 1, 16, 16, 16), torch.randn(3, 12)
+    with torch.no_grad():
+        out = net(image, q)
+    expected = gate_by_presence(out.logits, out.presence)[0]
+    got = predict(net, image, q)
+    assert got.shape == (3, 16, 16, 16) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    ungated = predict(net, image, q, presence_gating=False)
+    torch.testing.assert_close(ungated, out.logits[0], atol=1e-5, rtol=1e-5)
+
+
+def test_many_windows_padding_batching_and_float16(net):
+    image, q = torch.randn(30, 20, 9), torch.randn(2, 12)  # smaller than the window along z
+    a = predict(net, image, q, overlap=0.5, sw_batch_size=1)
+    b = predict(net, image[None, None], q, overlap=0.5, sw_batch_size=4)
+    assert a.shape == (2, 30, 20, 9)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    h = predict(net, image, q, overlap=0.5, accumulate_dtype=torch.float16)
+    assert h.dtype == torch.float16
+    torch.testing.assert_close(h.float(), a, atol=2e-2, rtol=2e-2)
+    assert not net.training
+
+
+def test_predict_restores_training_mode(net):
+    net.train()
+    try:
+        predict(net, torch.randn(16, 16, 16), torch.randn(1, 12))
+        assert net.training
+    finally:
+        net.eval()
+
+
+def test_predict_rejects_bad_input(net):
+    with pytest.raises(InputError, match="NaN"):
+        predict(net, torch.full((16, 16, 16), float("nan")), torch.randn(1, 12))
+    with pytest.raises(InputError, match="queries"):
+        predict(net, torch.zeros(16, 16, 16), torch.randn(2, 3, 12))
+    with pytest.raises(InputError, match="overlap"):
+        predict(net, torch.zeros(16, 16, 16), torch.randn(1, 12), overlap=1.0)
+    with pytest.raises(InputError, match=r"\[1, 1, X, Y, Z\]"):
+        predict(net, torch.zeros(2, 1, 16, 16, 16), torch.randn(1, 12))
+
+
+def test_gate_by_presence_rule():
+    logits = torch.tensor([[[3.0, -1.0, 0.5], [3.0, -1.0, 0.5]]])  # [B=1, N=2, 3 voxels]
+    presence = torch.tensor([[-2.0, 1.0]])
+    gated = gate_by_presence(logits, presence)
+    assert gated[0, 0].tolist() == [-2.0, -2.0, -2.0]  # absent: every voxel <= presence < 0
+    assert gated[0, 1].tolist() == [3.0, -1.0, 0.5]  # present: unchanged
+
+
+def test_absent_structure_gives_empty_mask():
+    torch.manual_seed(1)
+    model = build_model(SMALL).eval()
+    last = model.presence_head[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-5.0)  # every query judged absent from every window
+    image, q = torch.randn(24, 24, 24), torch.randn(2, 12)
+    logits = predict(model, image, q)
+    assert (logits <= -5.0 + 1e-4).all()
+    assert not (torch.sigmoid(logits) > 0.5).any()
+    with torch.no_grad():
+        last.bias.fill_(5.0)  # present everywhere: gating changes nothing
+    torch.testing.assert_close(predict(model, image, q), predict(model, image, q, presence_gating=False))
+
+
+def test_sw_batch_size_follows_memory_budget():
+    cfg = SMALL
+    per = window_memory_bytes(cfg, 10)
+    assert sw_batch_size_for(cfg, 10, memory_gb=per * 3.5 / 2**30) == 3
+    assert sw_batch_size_for(cfg, 10, memory_gb=1e-9) == 1
+    assert window_memory_bytes(cfg, 100) > per

@@ -1,0 +1,224 @@
+"""sat.segment / load_model / Segmenter with a tiny random model saved to a temporary folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import sat
+import sat.model
+from sat import api, io, preprocess
+from sat.data.phantom import make_phantom
+from sat.errors import InputError, SATError, UnsupportedFormatError, WeightsError
+
+CONCEPTS = ["liver", "spleen", "kidney_left", "kidney_right", "aorta"]
+
+
+def save_tiny_model(folder, concepts=CONCEPTS):
+    """A randomly initialised, very small SAT network (same code path as the shipped ones)."""
+    config = sat.model.get_config("sat-tiny").replace(
+        preset="test-tiny", widths=(8, 16, 32), depths=(1, 1, 1), decoder_depths=(1, 1), query_dim=32,
+        heads=4, ffn_dim=64, token_levels=2, mask_hidden=16, deep_supervision=1, patch_size=(32, 32, 32),
+        spacing=(6.0, 6.0, 6.0))
+    torch.manual_seed(0)
+    extra = {"text_encoder": "base", "concepts": list(concepts)}
+    return sat.model.save_pretrained(sat.model.build_model(config), folder, extra=extra)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def segmenter(model_dir):
+    return api.load_model(model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(spacing=(6.0, 6.0, 6.0), seed=0)
+
+
+# -- prompts -------------------------------------------------------------------------------
+def test_prompt_checks():
+    assert api._check_prompts("liver") == ["liver"]
+    assert api._check_prompts(["  left   kidney ", "liver"]) == ["left kidney", "liver"]
+    for bad, match in [("", "empty prompt"), ("   ", "empty prompt"), ([], "no prompt"), (None, "no prompt"),
+                       (["liver", "liver"], "twice"), ([3], "strings")]:
+        with pytest.raises(InputError, match=match):
+            api._check_prompts(bad)
+
+
+def test_plan_resolves_concepts_parents_and_free_text(segmenter):
+    liver, kidneys, left, free = segmenter.plan(["liver", "kidneys", "kidney, left", "zzqx blorp"])
+    assert (liver.kind, liver.concept.id, liver.members) == ("concept", "liver", ("liver",))
+    assert kidneys.kind == "union" and set(kidneys.members) == {"kidney_left", "kidney_right"}
+    assert left.concept.id == "kidney_left" and left.kind == "concept"
+    assert free.concept is None and free.kind == "text" and free.texts == ("zzqx blorp",)
+    by_id = segmenter.plan("kidney_right")[0]  # concept ids are accepted as prompts (used by --all)
+    assert by_id.concept.id == "kidney_right"
+
+
+def test_known_concept_the_model_was_not_trained_on_is_free_text(segmenter):
+    plan = segmenter.plan("brain")[0]
+    assert plan.concept is not None and plan.concept.id == "brain"
+    assert plan.kind == "text" and plan.members == ()
+
+
+def test_query_cache(segmenter, monkeypatch):
+    calls = []
+    real = segmenter.text_encoder.encode
+    monkeypatch.setattr(segmenter.text_encoder, "encode", lambda texts, **kw: calls.append(list(texts)) or real(texts, **kw))
+    q1 = segmenter.queries(["cache probe a", "cache probe b"], "ct")
+    q2 = segmenter.queries(["cache probe b", "cache probe a", "cache probe a"], "ct")
+    segmenter.queries(["cache probe a"], "mr")
+    assert calls == [["cache probe a", "cache probe b"], ["cache probe a"]]
+    assert q1.shape == (2, segmenter.text_encoder.dim) and q2.shape[0] == 3
+    torch.testing.assert_close(q1[0], q2[1])
+
+
+# -- model loading and arguments -----------------------------------------------------------
+def test_unknown_model_lists_available():
+    with pytest.raises(InputError, match="unknown model 'no-such-model'; shipped models"):
+        api.load_model("no-such-model")
+
+
+def test_corrupt_or_incomplete_weights(model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes()[:500])
+    with pytest.raises(WeightsError):
+        api.load_model(broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(WeightsError):
+        api.load_model(broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(WeightsError):
+        api.load_model(broken)
+
+
+def test_devices():
+    assert api.resolve_device("cpu").type == "cpu"
+    assert api.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match="unknown device"):
+        api.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            api.resolve_device("cuda")
+
+
+def test_threshold_overlap_and_modality_checks(segmenter, phantom):
+    for kwargs, match in [({"threshold": 1.0}, "threshold"), ({"threshold": 0}, "threshold"),
+                          ({"overlap": 1.0}, "overlap"), ({"modality": "xray"}, "modality")]:
+        with pytest.raises(InputError, match=match):
+            segmenter.segment(phantom.image, "liver", **kwargs)
+
+
+def test_bad_images_give_one_line_errors(segmenter, tmp_path):
+    (tmp_path / "scan.jpg").write_bytes(b"\xff\xd8")
+    cases = [(tmp_path / "missing.nii.gz", InputError), (tmp_path / "scan.jpg", UnsupportedFormatError),
+             ((np.zeros((5, 5)), np.eye(4)), InputError), ((np.zeros((4, 4, 4, 3)), np.eye(4)), InputError),
+             ((np.full((4, 4, 4), np.nan), np.eye(4)), InputError)]
+    for image, error in cases:
+        with pytest.raises(error) as info:
+            segmenter.segment(image, "liver")
+        assert "\n" not in str(info.value)
+
+
+# -- segmentation ----------------------------------------------------------------------------
+def test_segment_end_to_end_random_model(segmenter, phantom, tmp_path):
+    path = io.save(phantom.image, tmp_path / "ct.nii.gz")
+    seg = segmenter.segment(path, ["liver", "kidneys", "zzqx blorp"], threshold=0.5)
+    assert seg.shape == phantom.image.shape and seg.labelmap.shape == phantom.image.shape
+    np.testing.assert_allclose(seg.affine, phantom.image.affine, atol=1e-4)
+    assert seg["liver"].dtype == bool and seg["kidneys"].shape == phantom.image.shape
+    assert [lab.concept for lab in seg.labels.values()] == ["liver", "kidney", None]
+    assert seg.modality == "ct" and seg.meta["model"] == segmenter.name
+    assert seg.image is not None and seg.image.shape == phantom.image.shape
+
+
+def _fake_predict(segmenter, regions):
+    """predict() stand-in: each query text gets a fixed logit inside a box of the model grid."""
+
+    def fake(model, image, queries, **kwargs):
+        shape = image.shape[-3:]
+        out = torch.full((queries.shape[0], *shape), -8.0)
+        for i, q in enumerate(queries):
+            for text, (box, logit) in regions.items():
+                if torch.allclose(q, segmenter.queries([text], "ct")[0].to(q.device)):
+                    out[i][tuple(slice(int(a * n), int(b * n)) for (a, b), n in zip(box, shape, strict=True))] = logit
+        return out
+
+    return fake
+
+
+def test_union_labelmap_and_inversion_are_exact(segmenter, monkeypatch):
+    regions = {  # query text -> (box as fractions of the model grid, logit)
+        "liver": (((0.1, 0.6), (0.2, 0.8), (0.2, 0.7)), 2.0),
+        "left kidney": (((0.5, 0.8), (0.5, 0.9), (0.1, 0.5)), 5.0),
+        "right kidney": (((0.0, 0.2), (0.0, 0.3), (0.6, 0.9)), 1.0),
+    }
+    monkeypatch.setattr(sat.model, "predict", _fake_predict(segmenter, regions))
+    affine = np.array([[0, 0, -2.5, 80], [-1.7, 0, 0, 30], [0, 4.0, 0, -20], [0, 0, 0, 1]])  # permuted, flipped
+    volume = io.load((np.random.default_rng(0).normal(0, 100, (40, 30, 50)).astype(np.float32), affine),
+                     modality="ct")
+    seg = segmenter.segment(volume, ["liver", "left kidney", "kidneys"])
+    _, record = preprocess.standardize(volume, spacing=segmenter.spacing)
+    expected = {}
+    for text, (box, _) in regions.items():
+        model_mask = np.zeros(record.model_shape, bool)
+        model_mask[tuple(slice(int(a * n), int(b * n)) for (a, b), n in zip(box, record.model_shape, strict=True))] = True
+        expected[text] = preprocess.invert(model_mask, record, mode="nearest")
+    np.testing.assert_array_equal(seg["liver"], expected["liver"])
+    np.testing.assert_array_equal(seg["left kidney"], expected["left kidney"])
+    np.testing.assert_array_equal(seg["kidneys"], expected["left kidney"] | expected["right kidney"])
+    # overlaps go to the most probable prompt; ties keep the earlier prompt
+    lm = seg.labelmap
+    assert np.all(lm[expected["left kidney"]] == 2)
+    assert np.all(lm[expected["liver"] & ~expected["left kidney"]] == 1)
+    right, liver = expected["right kidney"], expected["liver"]
+    assert (right & liver).any() and np.all(lm[right & liver] == 1)  # logit 2 beats 1
+    assert np.all(lm[right & ~liver] == 3) and (lm == 3).sum() == (right & ~liver).sum()
+    assert np.all((lm > 0) == (expected["liver"] | expected["left kidney"] | expected["right kidney"]))
+    assert seg.voxels("kidneys") == int((expected["left kidney"] | expected["right kidney"]).sum())
+
+
+@pytest.mark.parametrize("crop", [False, True])
+@pytest.mark.parametrize("affine,spacing", [
+    (np.diag([4.0, 4.0, 4.0, 1.0]), 6.0),
+    (np.array([[0, 0, -2.0, 10], [-0.7, 0, 0, 5], [0, 3.0, 0, -4], [0, 0, 0, 1]]), 1.5),
+    (np.diag([-0.8, -0.8, 5.0, 1.0]), (3.0, 1.0, 2.0)),
+])
+def test_bounding_box_inversion_matches_preprocess_invert(affine, spacing, crop):
+    rng = np.random.default_rng(1)
+    array = rng.normal(0, 100, (30, 24, 14)).astype(np.float32)
+    array[:4] = -1000.0
+    volume = io.load((array, affine), modality="ct")
+    _, record = preprocess.standardize(volume, spacing=spacing, crop_foreground=crop)
+    logits = [torch.from_numpy(rng.normal(size=record.model_shape).astype(np.float32)) for _ in range(3)]
+    logits[1][:] = -5.0  # an empty mask
+    plans = [api._Plan(f"p{i}", None, "text", (f"p{i}",), ()) for i in range(3)]
+    crops, labelmap = api._to_input_grid(logits, plans, record, 0.5)
+    for i, logit in enumerate(logits):
+        full = preprocess.invert(logit.numpy() > 0, record, mode="nearest")
+        np.testing.assert_array_equal(crops[f"p{i}"].full(volume.shape), full)
+    assert crops["p1"].voxels == 0
+    assert labelmap.shape == volume.shape and labelmap.dtype == np.uint8
+
+
+def test_top_level_segment_caches_the_model(model_dir, phantom, monkeypatch):
+    api._CACHE.clear()
+    first = sat.segment(phantom.image, "liver", model=model_dir, device="cpu")
+    cached = next(iter(api._CACHE.values()))
+    second = sat.segment(phantom.image, ["spleen", "aorta"], model=model_dir, device="cpu")
+    assert next(iter(api._CACHE.values())) is cached and len(api._CACHE) == 1
+    assert first.prompts == ["liver"] and second.prompts == ["spleen", "aorta"]
+    assert isinstance(sat.segment(phantom.image, "liver", model=cached), sat.Segmentation)
+    api._CACHE.clear()
+
+
+def test_errors_are_sat_errors():
+    assert issubclass(InputError, SATError) and issubclass(WeightsError, SATError)

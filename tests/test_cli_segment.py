@@ -1,0 +1,131 @@
+"""`sat segment` and `sat models` through sat.cli.main (exit codes, files, one-line errors)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import sat.model
+from sat import api, io
+from sat.cli import main
+from sat.data.phantom import make_phantom
+
+CONCEPTS = ["liver", "spleen", "kidney_left", "kidney_right"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    config = sat.model.get_config("sat-tiny").replace(
+        preset="test-tiny", widths=(8, 16, 32), depths=(1, 1, 1), decoder_depths=(1, 1), query_dim=32,
+        heads=4, ffn_dim=64, token_levels=2, mask_hidden=16, deep_supervision=1, patch_size=(32, 32, 32),
+        spacing=(6.0, 6.0, 6.0))
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("models") / "tiny-test"
+    return sat.model.save_pretrained(sat.model.build_model(config), folder,
+                                     extra={"text_encoder": "base", "concepts": CONCEPTS})
+
+
+@pytest.fixture(scope="module")
+def ct_path(tmp_path_factory):
+    ph = make_phantom(spacing=(6.0, 6.0, 6.0))
+    return io.save(ph.image, tmp_path_factory.mktemp("ct") / "ct.nii.gz")
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_segment_writes_outputs(model_dir, ct_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["segment", str(ct_path), "-p", "liver", "-p", "left kidney", "-o", str(out),
+                 "--model", str(model_dir), "--device", "cpu", "--png", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "left kidney" in printed and "voxels" in printed and "overlay" in printed
+    assert {p.name for p in out.iterdir()} == {"labelmap.nii.gz", "liver.nii.gz", "left_kidney.nii.gz",
+                                               "labels.json", "overlay.png"}
+    ref = nib.load(ct_path)
+    lab = nib.load(out / "labelmap.nii.gz")
+    assert lab.shape == ref.shape
+    np.testing.assert_allclose(lab.affine, ref.affine, atol=1e-4)
+    labels = json.loads((out / "labels.json").read_text())["labels"]
+    assert [(x["value"], x["prompt"], x["concept"]) for x in labels] == [(1, "liver", "liver"),
+                                                                        (2, "left kidney", "kidney_left")]
+
+
+def test_segment_all_concepts(model_dir, ct_path, tmp_path):
+    out = tmp_path / "all"
+    assert main(["segment", str(ct_path), "--all", "-o", str(out), "--model", str(model_dir),
+                 "--no-progress"]) == 0
+    labels = json.loads((out / "labels.json").read_text())["labels"]
+    assert [x["concept"] for x in labels] == CONCEPTS
+    assert all((out / x["file"]).is_file() for x in labels)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["MISSING", "-p", "liver"], "no such file"),
+    (["CT", "-p", ""], "empty prompt"),
+    (["CT", "-p", "liver", "--model", "no-such-model"], "unknown model 'no-such-model'; shipped models"),
+    (["CT", "-p", "liver", "--threshold", "2"], "threshold"),
+])
+def test_segment_errors(args, match, model_dir, ct_path, tmp_path, capsys):
+    args = [str(ct_path) if a == "CT" else str(tmp_path / "nope.nii.gz") if a == "MISSING" else a for a in args]
+    if "--model" not in args:
+        args += ["--model", str(model_dir)]
+    out = tmp_path / "out"
+    assert main(["segment", *args, "-o", str(out), "--no-progress"]) == 1
+    line = _error_line(capsys)
+    assert line.startswith("sat segment: error:") and match in line
+    assert not out.exists()  # never a partial output
+
+
+def test_segment_output_is_a_file(model_dir, ct_path, tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("keep")
+    assert main(["segment", str(ct_path), "-p", "liver", "-o", str(target), "--model", str(model_dir)]) == 1
+    assert "is a file" in _error_line(capsys)
+    assert target.read_text() == "keep"
+
+
+def test_segment_corrupt_weights(model_dir, ct_path, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    assert main(["segment", str(ct_path), "-p", "liver", "-o", str(tmp_path / "o"), "--model", str(broken)]) == 1
+    assert "corrupt" in _error_line(capsys)
+
+
+def test_segment_needs_prompts_or_all(ct_path, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["segment", str(ct_path), "-o", str(tmp_path / "o")])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["segment", str(ct_path), "-p", "liver", "--all", "-o", str(tmp_path / "o")])
+
+
+def test_models_lists_shipped(model_dir, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(api, "MODELS_DIR", model_dir.parent)
+    assert main(["models", "--concepts"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("tiny-test"))
+    params = sum(p.numel() for p in sat.model.load_pretrained(model_dir)[0].state_dict().values())
+    assert f"{params / 1e6:.2f}M" in row and " 4 " in row and "6x6x6" in row
+    assert "liver, spleen, kidney_left, kidney_right" in out
+    monkeypatch.setattr(api, "MODELS_DIR", tmp_path / "empty")
+    assert main(["models"]) == 0
+    assert "no models" in capsys.readouterr().out
+
+
+def test_help_through_the_console_entry_point():
+    done = subprocess.run([sys.executable, "-m", "sat", "segment", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "--all" in done.stdout and "--png" in done.stdout

@@ -1,0 +1,191 @@
+"""sat.data.sampling: case weights, query choice, patches, thin slabs, determinism, samplers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sat.data.sampling import Case, EpochSampler, PatchDataset, QueryTable, case_weights, choose_queries
+from sat.errors import ConfigError, InputError
+
+CONCEPTS = ("liver", "spleen", "aorta", "brain")
+
+
+def make_case(dataset="d", name="c", shape=(48, 40, 24)) -> Case:
+    label = np.zeros(shape, np.uint16)
+    label[4:16, 10:24, 6:16] = 1  # liver: low x
+    label[34:44, 10:20, 8:14] = 2  # spleen: high x
+    image = np.full(shape, -1.0, np.float32)
+    image[label == 1] = 1.0
+    image[label == 2] = 2.0
+    return Case(dataset, name, "ct", image.astype(np.float16), label, {"liver": (1,), "spleen": (2,)},
+                ("liver", "spleen", "aorta"))
+
+
+def make_table(dim=6) -> QueryTable:
+    gen = torch.Generator().manual_seed(0)
+    return QueryTable({("ct", c): torch.randn(3, dim, generator=gen) for c in CONCEPTS})
+
+
+def test_case_weights_follow_inverse_sqrt_and_knobs():
+    cases = [make_case("big", str(i), (4, 4, 4)) for i in range(9)] + [make_case("small", "0", (4, 4, 4))]
+    w = case_weights(cases)
+    assert w[0] == pytest.approx(w[8]) and w[9] / w[0] == pytest.approx(3.0)
+    assert w.sum() == pytest.approx(1.0)
+    w2 = case_weights(cases, {"small": 2.0, "big": 0.5})
+    assert w2[9] / w2[0] == pytest.approx(3.0 * 4.0)
+    assert case_weights(cases, {"small": 0.0})[9] == 0.0
+
+
+@pytest.mark.parametrize("knobs", [{"d": -1.0}, {"d": "x"}, {"d": 0.0}])
+def test_case_weights_errors(knobs):
+    with pytest.raises(ConfigError):
+        case_weights([make_case(shape=(4, 4, 4))], knobs)
+    with pytest.raises(ConfigError):
+        case_weights([])
+
+
+def test_choose_queries_positives_first_and_negative_share():
+    rng = np.random.default_rng(1)
+    pos, neg = ["a", "b", "c", "d", "e"], ["x", "y", "z"]
+    q = choose_queries(pos, neg, k=6, rng=rng)
+    assert len(q) == 6 and set(q[:3]) <= set(pos) and set(q[3:]) <= set(neg)
+    q = choose_queries(pos, neg, k=4, rng=rng, negative_fraction=0.0)  # still one negative
+    assert set(q[:3]) <= set(pos) and q[3] in neg
+    assert set(choose_queries([], neg, k=2, rng=rng)) <= set(neg)
+    assert choose_queries(["a"], ["x"], k=8, rng=rng) == ["a", "x"]  # fewer than k: no padding here
+    assert choose_queries(pos, [], k=3, rng=rng, concept_weights={"e": 1e9})[0] == "e"
+    with pytest.raises(ConfigError):
+        choose_queries(pos, neg, k=0, rng=rng)
+
+
+def test_sample_shapes_targets_and_partial_label_negatives():
+    ds = PatchDataset([make_case()], make_table(), patch_size=(16, 16, 8), queries_per_sample=4,
+                      augment=False, p_thin=0.0, p_foreground=1.0)
+    for i in range(20):
+        s = ds[i]
+        assert s["image"].shape == (1, 16, 16, 8) and s["image"].dtype == torch.float32
+        assert s["target"].shape == (4, 16, 16, 8) and s["queries"].shape == (4, 6)
+        n = int(s["query_mask"].sum())
+        assert n == 3  # liver, spleen, aorta: brain is not labelled by the dataset, never a negative
+        real = s["query_mask"]
+        assert torch.equal(s["presence"][real] > 0, s["target"][real].flatten(1).any(1))
+        assert not s["target"][~real].any() and not s["queries"][~real].any()
+        # the image is exactly the label-derived intensity: targets align with the image
+        img = s["image"][0]
+        for k in range(n):
+            if s["presence"][k]:
+                vals = img[s["target"][k].bool()]
+                assert torch.allclose(vals, vals[0].expand_as(vals))
+        # positives first
+        pres = s["presence"][:n].tolist()
+        assert pres == sorted(pres, reverse=True)
+
+
+def test_samples_are_deterministic_per_index_and_vary_across_indices():
+    ds = PatchDataset([make_case()], make_table(), patch_size=(16, 16, 8), queries_per_sample=3, augment=True)
+    a, b, c = ds[7], ds[7], ds[8]
+    for key in ("image", "queries", "target", "presence", "query_mask"):
+        assert torch.equal(a[key], b[key])
+    assert not torch.equal(a["image"], c["image"])
+
+
+def test_augmentation_never_flips_left_right():
+    """Liver (low x) and spleen (high x) keep their sides in every augmented whole-volume sample."""
+    table = make_table()
+    ds = PatchDataset([make_case()], table, patch_size=(48, 40, 24), queries_per_sample=3, augment=True,
+                      p_thin=0.0, p_foreground=0.0)
+    ds.augment.spatial_transform.prob = 1.0
+    both = 0
+    for i in range(6):
+        s = ds[i]
+        centre = {}
+        for k in range(int(s["presence"].sum())):
+            for concept in ("liver", "spleen"):
+                if any(torch.equal(s["queries"][k], row) for row in table.embeddings[("ct", concept)]):
+                    centre[concept] = s["target"][k].nonzero()[:, 0].float().mean().item()
+        if set(centre) == {"liver", "spleen"}:
+            both += 1
+            assert centre["liver"] < centre["spleen"]
+    assert both >= 3
+
+
+def test_thin_samples_blank_outer_slices_with_background():
+    case = make_case()
+    ds = PatchDataset([case], make_table(), patch_size=(16, 16, 16), queries_per_sample=3, augment=False,
+                      p_thin=1.0, min_thin=4)
+    thin_seen = 0
+    for i in range(10):
+        s = ds[i]
+        z_has = (s["image"][0] != case.background).flatten(0, 1).any(0)
+        blank = ~z_has
+        if blank.any():
+            thin_seen += 1
+            assert not s["target"][:, :, :, blank].any()
+    assert thin_seen >= 5
+
+
+def test_patch_outside_volume_is_padded_with_background():
+    case = make_case(shape=(8, 8, 4))
+    ds = PatchDataset([case], make_table(), patch_size=(32, 32, 16), augment=False, p_thin=0.0)
+    s = ds[0]
+    assert s["image"].shape == (1, 32, 32, 16)
+    assert (s["image"] == case.background).float().mean() > 0.8
+
+
+def test_dataset_and_case_errors():
+    with pytest.raises(InputError):
+        Case("d", "c", "ct", np.zeros((4, 4, 4)), np.zeros((4, 4, 3), np.uint16), {}, ())
+    with pytest.raises(ConfigError):
+        PatchDataset([make_case()], make_table(), patch_size=(16, 16))
+    with pytest.raises(ConfigError):
+        PatchDataset([make_case()], make_table(), patch_size=(16, 16, 8), p_thin=2.0)
+    with pytest.raises(ConfigError, match="no text embedding"):
+        PatchDataset([make_case()], QueryTable({("ct", "liver"): torch.zeros(1, 4)}), patch_size=(8, 8, 8))
+
+
+def test_query_table_round_trip_and_errors():
+    table = make_table()
+    again = QueryTable.from_flat(table.to_flat())
+    assert torch.equal(again.get("ct", "liver"), table.get("ct", "liver"))
+    rng = np.random.default_rng(0)
+    rows = {tuple(table.get("ct", "liver", rng).tolist()) for _ in range(30)}
+    assert len(rows) == 3  # synonym sampling uses every row
+    with pytest.raises(ConfigError):
+        table.get("mr", "liver")
+    with pytest.raises(ConfigError):
+        QueryTable({})
+    with pytest.raises(ConfigError):
+        QueryTable({("ct", "a"): torch.zeros(1, 4), ("ct", "b"): torch.zeros(1, 5)})
+
+
+def test_epoch_sampler_distinct_across_ranks_and_epochs():
+    seen = set()
+    for epoch in range(3):
+        for rank in range(2):
+            s = EpochSampler(5, num_replicas=2, rank=rank)
+            s.set_epoch(epoch)
+            idx = list(s)
+            assert len(idx) == len(s) == 5
+            assert not seen & set(idx)
+            seen |= set(idx)
+    assert isinstance(EpochSampler(1), torch.utils.data.DistributedSampler)
+    with pytest.raises(ConfigError):
+        EpochSampler(0)
+    with pytest.raises(ConfigError):
+        EpochSampler(3, num_replicas=2, rank=2)
+
+
+def test_foreground_sampling_centres_patches_on_structures():
+    case = make_case(shape=(96, 96, 48))
+    ds = PatchDataset([case], make_table(), patch_size=(16, 16, 8), queries_per_sample=3, augment=False,
+                      p_thin=0.0, p_foreground=1.0)
+    hits = sum(bool(ds[i]["presence"].any()) for i in range(20))
+    ds0 = PatchDataset([case], make_table(), patch_size=(16, 16, 8), queries_per_sample=3, augment=False,
+                       p_thin=0.0, p_foreground=0.0)
+    hits0 = sum(bool(ds0[i]["presence"].any()) for i in range(20))
+    assert hits == 20 and hits0 < 20
+    assert math.isfinite(case.background)

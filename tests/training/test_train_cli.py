@@ -1,0 +1,77 @@
+"""`sat train`: argument errors, a tiny recipe run, exact resume after a crash, export."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from conftest import write_recipe
+
+from sat.cli import main
+from sat.errors import ConfigError
+from sat.model import load_pretrained
+from sat.training.run import build_cli, train_segmentation
+
+
+def test_train_without_stage_prints_help(capsys):
+    assert main(["train"]) == 2
+    assert "seg" in capsys.readouterr().out
+
+
+def test_train_seg_errors(tmp_path, toy_cache, capsys):
+    assert main(["train", "seg", str(tmp_path / "missing.yaml")]) == 1
+    assert "not found" in capsys.readouterr().err
+    recipe = write_recipe(tmp_path / "r.yaml", toy_cache, tmp_path / "run")
+    assert main(["train", "seg", str(recipe), "trainer.max_steps"]) == 1
+    assert "key=value" in capsys.readouterr().err
+    assert main(["train", "seg", str(recipe), "--resume"]) == 1
+    assert "cannot resume" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="invalid recipe"):
+        build_cli(recipe, overrides=["model.no_such_option=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: [1, 2\n")
+    with pytest.raises(ConfigError):
+        build_cli(bad)
+
+
+def test_train_text_errors(tmp_path, capsys):
+    assert main(["train", "text", str(tmp_path / "missing.yaml")]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+class _Crash(L.Callback):
+    """Simulates the process dying in the middle of epoch 2 (after the epoch-1 checkpoint)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 5:
+            raise RuntimeError("simulated crash")
+
+
+def _weights(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.net.state_dict().items()}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_exactly(tmp_path, toy_cache, capsys):
+    ref = train_segmentation(write_recipe(tmp_path / "ref.yaml", toy_cache, tmp_path / "ref"))
+    assert ref.trainer.global_step == 6
+
+    recipe = write_recipe(tmp_path / "run.yaml", toy_cache, tmp_path / "run")
+    cli = build_cli(recipe)
+    cli.trainer.callbacks.append(_Crash())
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 5
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+    export = tmp_path / "export"
+    assert main(["train", "seg", str(recipe), "--resume", "--export", str(export)]) == 0
+    assert "trained 6 steps" in capsys.readouterr().out
+    net, config = load_pretrained(export)
+    ref_w = _weights(ref.model)
+    for k, v in net.state_dict().items():  # float16 export
+        assert torch.allclose(v, ref_w[k], atol=2e-3, rtol=1e-2), k
+    resumed = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for k, v in ref_w.items():  # exact: same samples, same RNG, same optimizer state
+        assert torch.equal(resumed[f"net.{k}"], v), k
+    assert config["text_encoder"] == "test" and config["concepts"] == ["liver", "spleen"]
