@@ -212,6 +212,7 @@ def load(src: Any, *, modality: str | None = None) -> Volume:
     else:
         modality = infer_modality(array)
         meta["modality_source"] = "intensity"
+    log.debug("loaded %s: shape %s, modality %s (%s)", name, array.shape, modality, meta["modality_source"])
     return Volume(array=array, affine=affine, modality=modality, meta=meta)
 
 

@@ -229,6 +229,7 @@ def standardize(
     else:
         box = [[0, n] for n in volume.shape]
     record = _plan(volume, spacing, orientation.upper(), box)
+    log.debug("standardize: %s -> %s at %s mm", volume.shape, record.model_shape, spacing)
     data = _crop(np.asarray(volume.array, dtype=np.float32), box)
     data = _grid.resize_linear(torch.from_numpy(np.ascontiguousarray(data))[None], record.resampled_shape)
     data = torch.from_numpy(_grid.reorient(data.numpy(), np.asarray(record.ornt), channel_first=True))

@@ -24,7 +24,7 @@ def model_dir(tmp_path_factory):
     config = sat.model.get_config("sat-tiny").replace(
         preset="test-tiny", widths=(8, 16, 32), depths=(1, 1, 1), decoder_depths=(1, 1), query_dim=32,
         heads=4, ffn_dim=64, token_levels=2, mask_hidden=16, deep_supervision=1, patch_size=(32, 32, 32),
-        spacing=(6.0, 6.0, 6.0))
+        spacing=(12.0, 12.0, 12.0))
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("models") / "tiny-test"
     return sat.model.save_pretrained(sat.model.build_model(config), folder,
@@ -33,7 +33,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ct_path(tmp_path_factory):
-    ph = make_phantom(spacing=(6.0, 6.0, 6.0))
+    ph = make_phantom(spacing=(12.0, 12.0, 12.0))
     return io.save(ph.image, tmp_path_factory.mktemp("ct") / "ct.nii.gz")
 
 
@@ -118,7 +118,7 @@ def test_models_lists_shipped(model_dir, monkeypatch, capsys, tmp_path):
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("tiny-test"))
     params = sum(p.numel() for p in sat.model.load_pretrained(model_dir)[0].state_dict().values())
-    assert f"{params / 1e6:.2f}M" in row and " 4 " in row and "6x6x6" in row
+    assert f"{params / 1e6:.2f}M" in row and " 4 " in row and "12x12x12" in row
     assert "liver, spleen, kidney_left, kidney_right" in out
     monkeypatch.setattr(api, "MODELS_DIR", tmp_path / "empty")
     assert main(["models"]) == 0

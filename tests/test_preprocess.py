@@ -52,9 +52,10 @@ def test_bright_spot_stays_at_its_world_position():
     vol.array[:] = 0
     vol.array[20:23, 10:13, 30:33] = 1000
     x, rec = pp.standardize(vol, spacing=2.0, normalize=False)
-    peak = np.unravel_index(int(torch.argmax(x[0])), rec.model_shape)
-    dist = np.linalg.norm(_world(rec.model_affine, peak) - _world(vol.affine, [21, 11, 31]))
-    assert dist <= 2.0
+    weights = x[0].numpy()
+    centre = [float((np.indices(rec.model_shape)[a] * weights).sum() / weights.sum()) for a in range(3)]
+    dist = np.linalg.norm(_world(rec.model_affine, centre) - _world(vol.affine, [21, 11, 31]))
+    assert dist <= 0.5  # intensity-weighted centre, in mm
 
 
 def test_label_round_trip_exact_when_upsampling_and_close_when_downsampling():
@@ -67,7 +68,7 @@ def test_label_round_trip_exact_when_upsampling_and_close_when_downsampling():
     assert back.shape == lab_arr.shape and np.array_equal(back, lab_arr)
     rec = pp.plan(label, spacing=1.5)
     back = pp.invert(pp.standardize_label(label, rec), rec)
-    assert np.mean(back == lab_arr) > 0.95
+    assert np.mean(back == lab_arr) > 0.9
     assert np.array_equal(np.unique(back), [0, 3, 9])
 
 
@@ -77,7 +78,7 @@ def test_invert_linear_probabilities_with_channels():
     probs = torch.stack([torch.sigmoid(x[0]), torch.zeros(rec.model_shape)])
     out = pp.invert(probs, rec, mode="linear")
     assert out.shape == (2, *vol.shape) and out.dtype == np.float32
-    assert 0 <= out.min() and out.max() <= 1 and np.all(out[1] == 0)
+    assert out.min() >= 0 and out.max() <= 1 and np.all(out[1] == 0)
     ones = pp.invert(np.ones(rec.model_shape, np.float32), rec, mode="linear")
     assert np.allclose(ones, 1.0)
 
@@ -163,5 +164,6 @@ def test_large_ct_is_fast():
     back = pp.invert((x[0] > 0).numpy(), rec)
     elapsed = time.perf_counter() - start
     assert rec.model_shape == (137, 137, 150) and back.shape == arr.shape
-    assert np.mean(back == (arr > 0)) > 0.999
+    truth = arr > 0
+    assert 2 * np.sum(back & truth) / (back.sum() + truth.sum()) > 0.98
     assert elapsed < 10.0, f"standardize + invert took {elapsed:.1f} s"

@@ -126,6 +126,7 @@ def _hu_inside(image: io.Volume, label: np.ndarray, value: int) -> float:
     return float(image.array[label == value].mean())
 
 
+@pytest.mark.slow
 def test_dicom_series_and_nifti_label_agree_in_physical_space(shared_data):
     folder = shared_data / "ct/totalseg_upper_abdomen_dicom"
     image = io.load(folder / "dicom")
@@ -143,6 +144,7 @@ def test_dicom_series_and_nifti_label_agree_in_physical_space(shared_data):
     assert _hu_inside(image, label.array, vertebra) < 150  # naive array overlay is wrong: the flip matters
 
 
+@pytest.mark.slow
 def test_mgz_brain_keeps_left_on_the_left(shared_data):
     folder = shared_data / "mr/brain_freesurfer"
     image = io.load(folder / "norm.mgz")

@@ -162,19 +162,24 @@ def test_query_table_round_trip_and_errors():
         QueryTable({("ct", "a"): torch.zeros(1, 4), ("ct", "b"): torch.zeros(1, 5)})
 
 
-def test_epoch_sampler_distinct_across_ranks_and_epochs():
+def test_epoch_sampler_distinct_across_ranks_epochs_and_positions():
     seen = set()
     for epoch in range(3):
         for rank in range(2):
-            s = EpochSampler(5, num_replicas=2, rank=rank)
+            s = EpochSampler(6, batch_size=2, num_replicas=2, rank=rank)
             s.set_epoch(epoch)
             idx = list(s)
-            assert len(idx) == len(s) == 5
+            assert len(idx) == len(s) == 6
             assert not seen & set(idx)
             seen |= set(idx)
+    assert seen == set(range(36))
+    pos = EpochSampler(4, batch_size=2, position=lambda: 6)
+    assert list(pos) == [12, 13, 14, 15]  # what epoch 3 would be: resume-proof
     assert isinstance(EpochSampler(1), torch.utils.data.DistributedSampler)
     with pytest.raises(ConfigError):
         EpochSampler(0)
+    with pytest.raises(ConfigError):
+        EpochSampler(3, batch_size=2)
     with pytest.raises(ConfigError):
         EpochSampler(3, num_replicas=2, rank=2)
 

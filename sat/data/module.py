@@ -274,8 +274,15 @@ class SATDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
         trainer = getattr(self, "trainer", None)
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = EpochSampler(h.steps_per_epoch * h.batch_size, num_replicas=world, rank=rank)
+        world, rank, position = 1, 0, None
+        if trainer is not None:
+            world, rank = trainer.world_size, trainer.global_rank
+
+            def position() -> int:  # batches this rank consumed so far (exact after a resume)
+                return trainer.global_step * trainer.accumulate_grad_batches
+
+        sampler = EpochSampler(h.steps_per_epoch * h.batch_size, batch_size=h.batch_size, num_replicas=world,
+                               rank=rank, position=position)
         return DataLoader(
             self.train_dataset(), batch_size=h.batch_size, sampler=sampler, num_workers=h.num_workers,
             persistent_workers=h.num_workers > 0, drop_last=True,

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -206,26 +206,42 @@ def _weighted_order(items: list[str], rng: np.random.Generator, weights: Mapping
 
 
 class EpochSampler(DistributedSampler):
-    """Yields ``samples_per_epoch`` sample indices per rank, distinct across ranks and epochs.
+    """Yields ``samples_per_epoch`` sample indices per rank, distinct across ranks and batches.
 
-    Index = ``(epoch * num_replicas + rank) * samples_per_epoch + i``; the dataset turns an
-    index into a sample deterministically. A ``DistributedSampler`` subclass so Lightning
-    keeps it under DDP and calls :meth:`set_epoch`.
+    The ``j``-th item of the batch at global position ``p`` on rank ``r`` gets index
+    ``(p * num_replicas + r) * batch_size + j``. The position of an epoch's first batch is
+    ``position()`` when given (the trainer's consumed batches: robust to resume), else
+    ``epoch * batches_per_epoch``. The dataset turns an index into a sample
+    deterministically. A ``DistributedSampler`` subclass so Lightning keeps it under DDP.
     """
 
-    def __init__(self, samples_per_epoch: int, *, num_replicas: int = 1, rank: int = 0) -> None:
-        if samples_per_epoch < 1:
-            raise ConfigError(f"samples per epoch must be >= 1, got {samples_per_epoch}")
+    def __init__(
+        self,
+        samples_per_epoch: int,
+        *,
+        batch_size: int = 1,
+        num_replicas: int = 1,
+        rank: int = 0,
+        position: Callable[[], int] | None = None,
+    ) -> None:
+        if samples_per_epoch < 1 or batch_size < 1 or samples_per_epoch % batch_size:
+            raise ConfigError(
+                f"samples per epoch ({samples_per_epoch}) must be a positive multiple of batch_size ({batch_size})"
+            )
         if not 0 <= rank < num_replicas:
             raise ConfigError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.samples_per_epoch = samples_per_epoch
+        self.batch_size = batch_size
         self.num_replicas = num_replicas
         self.rank = rank
+        self.position = position
         self.epoch = 0
 
     def __iter__(self):
-        start = (self.epoch * self.num_replicas + self.rank) * self.samples_per_epoch
-        return iter(range(start, start + self.samples_per_epoch))
+        batches = self.samples_per_epoch // self.batch_size
+        p0 = int(self.position()) if self.position is not None else self.epoch * batches
+        world, rank, bs = self.num_replicas, self.rank, self.batch_size
+        return iter([((p0 + b) * world + rank) * bs + j for b in range(batches) for j in range(bs)])
 
     def __len__(self) -> int:
         return self.samples_per_epoch

@@ -135,6 +135,8 @@ def plan_specialist(
     div = np.asarray([2**n for n in n_pool])
     patch_i = np.maximum(np.floor(patch / div) * div, div).astype(int)
     kernels, strides, n_pool = _pooling(spacing, patch_i)  # re-plan for the rounded patch
+    if len(strides) < 3:
+        raise InputError(f"patch {tuple(patch_i)} allows fewer than 2 poolings; raise max_patch_voxels (>= 16**3)")
     filters = tuple(min(base_filters * 2**i, max_filters) for i in range(len(strides)))
     return SpecialistPlan(
         spacing=spacing, patch_size=tuple(int(p) for p in patch_i),  # type: ignore[arg-type]

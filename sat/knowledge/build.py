@@ -20,7 +20,7 @@ from pathlib import Path
 from sat.errors import ConfigError
 from sat.knowledge import sources as src
 from sat.knowledge.curated import Curated, read_cards, read_curated
-from sat.knowledge.normalize import exact_key
+from sat.knowledge.normalize import bag_key, exact_key
 from sat.knowledge.terms import TermTable
 
 log = logging.getLogger(__name__)
@@ -28,27 +28,41 @@ FORMAT_VERSION = 1
 ACR_CODES = {"FMA": "fma", "SNOMED": "snomed", "UMLS": "umls", "MESH": "mesh"}
 
 
-def _match_index(entries: dict[str, dict], label: str, synonyms: str) -> tuple[dict, dict]:
-    by_label: dict[str, list[str]] = {}
-    by_syn: dict[str, list[str]] = {}
+def _match_index(entries: dict[str, dict], label: str, synonyms: str) -> tuple[dict, ...]:
+    """Indexes of a source by exact key and by bag key, of labels and of synonyms."""
+    indexes: tuple[dict[str, list[str]], ...] = ({}, {}, {}, {})
     for eid, entry in entries.items():
-        by_label.setdefault(exact_key(entry[label]), []).append(eid)
-        for syn in entry.get(synonyms) or []:
-            by_syn.setdefault(exact_key(syn), []).append(eid)
-    return by_label, by_syn
+        for i, text in [(0, entry[label])] + [(1, s) for s in entry.get(synonyms) or []]:
+            indexes[i].setdefault(exact_key(text), []).append(eid)
+            indexes[i + 2].setdefault(bag_key(text), []).append(eid)
+    return indexes[0], indexes[1], indexes[2], indexes[3]
 
 
-def _auto_match(keys: list[str], by_label: dict, by_syn: dict) -> str | None:
-    for index in (by_label, by_syn):
-        for key in keys:
+def _auto_match(keys: list[str], *indexes: dict) -> str | None:
+    """The one source entry whose label (else synonym) equals a key, exactly or as a word bag."""
+    bags = [" ".join(sorted(k.split())) for k in keys]
+    for index, probe in zip(indexes, (keys, keys, bags, bags)):
+        for key in probe:
             hits = sorted(set(index.get(key, ())))
             if len(hits) == 1:
                 return hits[0]
     return None
 
 
+def _keys(cid: str, c: dict) -> list[str]:
+    """Match keys of a concept: its names, then the same with/without "muscle" / "bone"."""
+    keys = [exact_key(t) for t in (c["name"], cid.replace("_", " "), *c["synonyms"])]
+    extra = [f"{k} {w}" for k in keys[:1] for w in ("muscle", "bone", "muscle group")]
+    extra += [k.rsplit(" ", 1)[0] for k in keys[:1] if k.endswith((" muscle", " bone"))]
+    return [k for k in dict.fromkeys(keys + extra) if k]
+
+
 def _matches(cur: Curated, uberon: dict, acr: dict) -> dict[str, dict[str, str]]:
-    """concept id -> {"uberon": id, "acr": rid} from mappings.csv, else by exact name."""
+    """concept id -> {"uberon": id, "acr": rid} from mappings.csv, else by exact name.
+
+    A sided concept without a match of its own takes the ACR node that its unsided parent's
+    node names as its leftId / rightId (a link the ACR index states).
+    """
     u_idx = _match_index(uberon, "label", "synonyms")
     a_idx = _match_index(acr, "description", "synonyms")
     explicit: dict[str, dict[str, str]] = {}
@@ -56,7 +70,7 @@ def _matches(cur: Curated, uberon: dict, acr: dict) -> dict[str, dict[str, str]]
         explicit.setdefault(row["concept"], {})[row["source"]] = row["id"]
     out: dict[str, dict[str, str]] = {}
     for cid, c in cur.concepts.items():
-        keys = [exact_key(t) for t in (c["name"], cid.replace("_", " "), *c["synonyms"])]
+        keys = _keys(cid, c)
         found = {}
         for source, idx, table in (("uberon", u_idx, uberon), ("acr", a_idx, acr)):
             given = explicit.get(cid, {}).get(source)
@@ -71,6 +85,18 @@ def _matches(cur: Curated, uberon: dict, acr: dict) -> dict[str, dict[str, str]]
             if hit:
                 found[source] = hit
         out[cid] = found
+    used = {f["acr"] for f in out.values() if "acr" in f}
+    for cid, c in cur.concepts.items():
+        side = "left" if "left" in cid.split("_") else "right" if "right" in cid.split("_") else None
+        if side is None or "acr" in out[cid] or explicit.get(cid, {}).get("acr") == "-":
+            continue
+        for parent, rel in c["parents"]:
+            node = acr.get(out.get(parent, {}).get("acr", ""))
+            sided = node.get(f"{side}Id") if rel == "is_a" and node else None
+            if sided in acr and sided not in used:
+                out[cid]["acr"] = sided
+                used.add(sided)
+                break
     return out
 
 
@@ -134,7 +160,8 @@ def build_data(sources: Path, curated: Path, *, cards: Path | None = None) -> di
                 modalities[cid].add(modality)
     card_data = read_cards(cards) if cards else {}
     for card, data in card_data.items():
-        for label in (data.get("labels") or {}).values():
+        labels = data.get("labels") or {}
+        for label in labels.values() if isinstance(labels, dict) else ():
             cid = label.get("concept") if isinstance(label, dict) else None
             if cid in cur.concepts:
                 datasets[cid].add(card)
@@ -211,6 +238,7 @@ def write(data: dict, out: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".kt-", suffix=".tmp")
     with os.fdopen(fd, "wb") as handle:
         handle.write(dumps(data))
+    os.chmod(tmp, 0o644)
     os.replace(tmp, out)
     return out
 

@@ -18,14 +18,17 @@ from collections import defaultdict
 from sat.knowledge.normalize import edit_distance, words
 
 MODALITY_WORDS = frozenset({"ct", "mr", "mri", "pet"})
+GENERIC_WORDS = frozenset({"muscle", "gland", "bone", "organ", "proper", "area", "volume", "mask", "segmentation"})
 MAX_COMBINATIONS = 32
 
 
 class TermIndex:
     """Maps normalised terms to concept ids."""
 
-    def __init__(self, terms: dict[str, list[str]], ambiguous: dict[str, dict] | None = None) -> None:
-        """``terms``: concept id -> display terms (name first)."""
+    def __init__(self, terms: dict[str, list[str]], ambiguous: dict[str, dict] | None = None,
+                 sided: dict[str, dict[str, str]] | None = None) -> None:
+        """``terms``: concept id -> display terms (name first); ``sided``: id -> {"left": id, "right": id}."""
+        self.sided = sided or {}
         exact: dict[str, set[str]] = defaultdict(set)
         bag: dict[str, set[str]] = defaultdict(set)
         self.display: dict[str, str] = {}
@@ -42,7 +45,8 @@ class TermIndex:
         self.exact = {k: self._pick(k, v) for k, v in exact.items()}
         self.bag = {k: self._pick(k, v) for k, v in bag.items()}
         self.vocabulary = sorted({w for key in exact for w in key.split()})
-        self.long_words = [w for w in self.vocabulary if len(w) > 4]
+        self.vocab = set(self.vocabulary)
+        self.typo_targets = [w for w in self.vocabulary if len(w) >= 4 and not w.isdigit()]
         self.keys = sorted(self.exact)
         self.word_keys: dict[str, list[str]] = defaultdict(list)
         for key in self.keys:
@@ -60,47 +64,68 @@ class TermIndex:
         hit = self.exact.get(" ".join(toks))
         return hit if hit is not None else self.bag.get(" ".join(sorted(toks)))
 
-    def lookup(self, text: str) -> tuple[str | None, str]:
-        """(concept id or None, how it matched: "exact" | "bag" | "modality" | "typo" | "none")."""
-        toks = words(text)
-        hit = self._direct(toks)
-        if hit is not None:
-            return hit, "exact" if " ".join(toks) in self.exact else "bag"
+    def _plain(self, toks: list[str]) -> tuple[str | None, str]:
+        """Exact or bag match, also after dropping a modality word or a generic word ("muscle")."""
+        if (hit := self.exact.get(" ".join(toks))) is not None:
+            return hit, "exact"
+        if (hit := self._direct(toks)) is not None:
+            return hit, "bag"
         if len(toks) > 1 and toks[0] in MODALITY_WORDS:
-            toks = toks[1:]
-            if (hit := self._direct(toks)) is not None:
+            if (hit := self._direct(toks[1:])) is not None:
                 return hit, "modality"
-        hit = self._typo(toks)
-        return (hit, "typo") if hit is not None else (None, "none")
+            toks = toks[1:]
+        kept = [t for t in toks if t not in GENERIC_WORDS]
+        if kept and len(kept) < len(toks) and (hit := self._direct(kept)) is not None:
+            return hit, "generic"
+        return None, "none"
+
+    def _sided(self, toks: list[str], *, strict: bool = False) -> str | None:
+        """"left" + an unsided concept -> its left concept (and likewise right)."""
+        sides = [t for t in toks if t in ("left", "right")]
+        if len(sides) != 1:
+            return None
+        rest = [t for t in toks if t != sides[0]]
+        base = self._direct(rest) if strict else self._plain(rest)[0]
+        return self.sided.get(base, {}).get(sides[0]) if base is not None else None
+
+    def lookup(self, text: str) -> tuple[str | None, str]:
+        """(concept id or None, how it matched: exact | bag | modality | generic | laterality | typo | none)."""
+        toks = words(text)
+        hit, how = self._plain(toks)
+        if hit is not None:
+            return hit, how
+        if (hit := self._sided(toks)) is not None:
+            return hit, "laterality"
+        hits = set()
+        for fixed in self._typo_variants(toks):
+            hit = self._direct(fixed) or self._sided(fixed, strict=True)
+            if hit is not None:
+                hits.add(hit)
+        return (hits.pop(), "typo") if len(hits) == 1 else (None, "none")
 
     def corrections(self, word: str) -> list[tuple[int, str]]:
-        """Known words within edit distance 2 of an unknown word longer than 4 letters."""
-        if len(word) <= 4 or word in self.exact or word.isdigit():
+        """Known words (4+ letters) within edit distance 2 of an unknown word longer than 4 letters."""
+        if len(word) <= 4 or word in self.vocab or word.isdigit():
             return []
-        found = [(edit_distance(word, w), w) for w in self.long_words if abs(len(w) - len(word)) <= 2]
+        found = [(edit_distance(word, w), w) for w in self.typo_targets if abs(len(w) - len(word)) <= 2]
         return sorted((d, w) for d, w in found if d <= 2)
 
-    def _typo(self, toks: list[str]) -> str | None:
-        vocab = set(self.vocabulary)
+    def _typo_variants(self, toks: list[str]) -> list[list[str]]:
         options: list[list[str]] = []
         changed = False
         for tok in toks:
-            if tok in vocab:
+            if tok in self.vocab:
                 options.append([tok])
                 continue
             fixes = self.corrections(tok)
             if not fixes:
-                return None
+                return []
             best = fixes[0][0]
             options.append([w for d, w in fixes if d == best][:4])
             changed = True
         if not changed:
-            return None
-        hits = set()
-        for combo in itertools.islice(itertools.product(*options), MAX_COMBINATIONS):
-            if (hit := self._direct(list(combo))) is not None:
-                hits.add(hit)
-        return hits.pop() if len(hits) == 1 else None
+            return []
+        return [list(c) for c in itertools.islice(itertools.product(*options), MAX_COMBINATIONS)]
 
     def nearest(self, text: str, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` nearest terms as (exact key, similarity in [0, 1]), best first."""

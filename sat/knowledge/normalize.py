@@ -44,7 +44,14 @@ IRREGULAR = {
 }
 # words ending in "s" that are singular: never strip their final "s"
 _KEEP_S = ("ss", "us", "is", "as", "os", "ys", "ics", "ius")
-STOPWORDS = frozenset({"the", "of", "a", "an", "structure", "entire"})
+STOPWORDS = frozenset({"the", "of", "a", "an", "structure", "entire", "both", "bilateral", "whole"})
+# British / variant spellings folded to one form
+SPELLING = {
+    "tumour": "tumor", "tumours": "tumor", "haemorrhage": "hemorrhage", "oedema": "edema", "gray": "grey",
+    "oesophagus": "esophagus", "oesophageal": "esophageal", "coeliac": "celiac", "haemorrhagic": "hemorrhagic",
+    "foetal": "fetal", "anaemia": "anemia", "oestrogen": "estrogen", "centre": "center", "fibre": "fiber",
+}
+ROMAN = {"ii": "2", "iii": "3", "iv": "4", "vi": "6", "vii": "7", "viii": "8", "ix": "9", "xi": "11", "xii": "12"}
 
 
 def singular(word: str) -> str:
@@ -73,7 +80,8 @@ def words(text: str) -> list[str]:
         if match:
             out.append(match.group(1))
             continue
-        word = LATERALITY.get(raw) or ORDINALS.get(raw) or singular(raw)
+        raw = SPELLING.get(raw, raw)
+        word = LATERALITY.get(raw) or ORDINALS.get(raw) or ROMAN.get(raw) or singular(raw)
         out.append(word)
     return out
 

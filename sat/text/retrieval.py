@@ -9,6 +9,7 @@ expected concept outranks its numbered siblings, e.g. L3 vs L2/L4).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,10 +84,8 @@ def rank_by_tree(tree: Any, queries: Sequence[Query], *, k: int = 5) -> Ranking:
     top = []
     for query in queries:
         ranked: list[str] = []
-        try:
+        with contextlib.suppress(UnknownTermError):
             ranked.append(tree.resolve(query.text).id)
-        except UnknownTermError:
-            pass
         for concept, _ in tree.search(query.text, k=k):
             if concept.id not in ranked:
                 ranked.append(concept.id)

@@ -46,7 +46,7 @@ class SATSegmentation(L.LightningModule):
         lr, weight_decay: AdamW settings.
         warmup_steps: linear warm-up, then cosine decay to ``lr * min_lr_ratio`` at the last step.
         dice_weight, bce_weight, presence_weight, aux_weights: loss weights (see SegmentationLoss).
-        seed: torch RNG is reseeded with ``seed + epoch`` at every epoch start (exact resume).
+        seed: torch RNG is reseeded from ``seed`` and the global step at every epoch start (exact resume).
         val_overlap: sliding-window overlap for validation volumes.
     """
 
@@ -82,7 +82,8 @@ class SATSegmentation(L.LightningModule):
         return self.net(image, queries, query_mask=query_mask)
 
     def on_train_epoch_start(self) -> None:
-        torch.manual_seed(self.hparams.seed * 100_003 + self.current_epoch)
+        # a function of the global step, not of Lightning's epoch counters (exact after a resume)
+        torch.manual_seed(self.hparams.seed * 100_003 + self.global_step)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.net(batch["image"], batch["queries"], query_mask=batch["query_mask"])

@@ -119,3 +119,8 @@ def test_default_shared_is_beside_the_project():
     from sat.data.cli import default_shared
 
     assert default_shared() == Path(__file__).resolve().parents[2].parent / "shared"
+
+
+def test_shipped_cards_pass_check_against_the_shipped_tree(capsys):
+    datasets = Path(__file__).resolve().parents[2] / "datasets"
+    assert main(["data", "check", str(datasets)]) == 0, capsys.readouterr().out

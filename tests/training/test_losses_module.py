@@ -103,6 +103,7 @@ def test_build_query_table_encodes_each_concept_once_per_modality():
     assert table.embeddings[("ct", "spleen")].tolist() == [[4.0, 5.0], [6.0, 7.0]]
 
 
+@pytest.mark.slow
 def test_module_steps_reduce_loss(toy_cache):
     torch.manual_seed(0)
     dm = SATDataModule(str(toy_cache), query_cache=str(toy_cache / "queries.safetensors"),
@@ -112,7 +113,7 @@ def test_module_steps_reduce_loss(toy_cache):
     module = SATSegmentation(build_model(TINY_NET), lr=0.02)
     opt = torch.optim.Adam(module.parameters(), lr=0.02)
     losses = []
-    for _ in range(15):
+    for _ in range(10):
         loss, _ = module.loss(module(batch["image"], batch["queries"], batch["query_mask"]), batch)
         opt.zero_grad()
         loss.backward()

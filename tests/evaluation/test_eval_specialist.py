@@ -1,0 +1,88 @@
+"""The nnU-Net-style planner, the DynUNet specialist, its weights files and a tiny training run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sat.errors import InputError, WeightsError
+from sat.evaluation.specialist import (
+    SpecialistPlan,
+    build_network,
+    load_specialist,
+    plan_specialist,
+    save_specialist,
+    target_spacing,
+)
+
+
+def test_target_spacing_median_and_anisotropy():
+    assert target_spacing([(1, 1, 2), (1, 1, 3), (2, 2, 4)]) == (1.0, 1.0, 3.0)
+    # strongly anisotropic: the coarse axis takes its 10th percentile (not below the finer axes)
+    sp = target_spacing([(0.8, 0.8, 6.0), (0.8, 0.8, 5.0), (0.8, 0.8, 3.0), (0.7, 0.7, 6.0)])
+    assert sp[:2] == (0.8, 0.8) and sp[2] == pytest.approx(np.percentile([6, 5, 3, 6], 10))
+
+
+def test_plan_isotropic_fits_the_budget():
+    plan = plan_specialist([(3.0, 3.0, 3.0)], [(122, 101, 112)], max_patch_voxels=64**3)
+    assert np.prod(plan.patch_size) <= 64**3 and plan.median_shape == (122, 101, 112)
+    assert len(plan.kernels) == len(plan.strides) == len(plan.filters)
+    for axis, size in enumerate(plan.patch_size):  # divisible by 2**poolings, bottleneck >= 4 voxels
+        pools = sum(s[axis] == 2 for s in plan.strides)
+        assert size % 2**pools == 0 and size // 2**pools >= 4
+    assert plan.filters[0] == 16 and max(plan.filters) <= 128
+
+
+def test_plan_anisotropic_uses_in_plane_kernels_first():
+    plan = plan_specialist([(0.8, 0.8, 4.0)] * 2, [(256, 256, 24), (240, 240, 30)], max_patch_voxels=48**3)
+    assert plan.spacing == (0.8, 0.8, 4.0)
+    assert plan.kernels[0] == (3, 3, 1) and plan.strides[1] == (2, 2, 1)  # z neither convolved nor pooled yet
+    assert plan.patch_size[0] > 4 * plan.patch_size[2] // 2  # patch elongated in-plane like the data in mm
+    assert plan_specialist([(1, 1, 1)], [(40, 40, 40)], target=(2, 2, 2)).median_shape == (20, 20, 20)
+    with pytest.raises(InputError):
+        plan_specialist([], [])
+    with pytest.raises(InputError, match="poolings"):
+        plan_specialist([(1, 1, 1)], [(64, 64, 64)], max_patch_voxels=8**3)
+
+
+def test_network_round_trip(tmp_path):
+    plan = plan_specialist([(2.0, 2.0, 2.0)], [(32, 32, 32)], max_patch_voxels=16**3)
+    plan.labels, plan.values = {0: "background", 1: "liver"}, {0: 0, 1: 5}
+    model = build_network(plan).eval()
+    x = torch.randn(1, 1, *plan.patch_size)
+    out = model(x)
+    assert out.shape == (1, 2, *plan.patch_size)
+    save_specialist(model, plan, tmp_path / "spec", extra={"steps": 3})
+    loaded, plan2, meta = load_specialist(tmp_path / "spec")
+    assert plan2 == plan and meta["steps"] == 3 and meta["format_version"] == 1
+    torch.testing.assert_close(loaded(x), out, atol=5e-2, rtol=5e-2)  # weights stored as float16
+    assert SpecialistPlan.from_dict(json.loads(json.dumps(meta["plan"]))) == plan
+    with pytest.raises(WeightsError, match="lacks plan.json"):
+        load_specialist(tmp_path / "none")
+    with pytest.raises(InputError, match="foreground"):
+        build_network(plan, n_classes=1)
+
+
+@pytest.mark.slow
+def test_tiny_training_and_prediction_on_the_original_grid():
+    from sat.evaluation.specialist_train import predict_specialist, train_specialist
+
+    rng = np.random.default_rng(0)
+    affine = np.diag([-1.5, 1.5, 2.0, 1.0])
+    label = np.zeros((24, 20, 12), np.uint8)
+    label[6:16, 5:14, 3:9] = 5
+    image = (rng.normal(0, 20, label.shape) + np.where(label > 0, 200.0, -100.0)).astype(np.float32)
+    model, plan, history = train_specialist(
+        [((image, affine), (label, affine))], names={5: "liver"}, minutes=1.0, target=(3.0, 3.0, 3.0),
+        modality="ct", max_patch_voxels=16**3, max_steps=3,
+    )
+    assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
+    assert plan.values == {0: 0, 1: 5} and plan.labels[1] == "liver"
+    labelmap, out_affine = predict_specialist(model, plan, (image, affine))
+    assert labelmap.shape == label.shape and np.allclose(out_affine, affine)
+    assert set(np.unique(labelmap)) <= {0, 5}
+    with pytest.raises(InputError, match="no name"):
+        train_specialist([((image, affine), (label, affine))], names={1: "x"}, minutes=0.1, max_steps=1)
