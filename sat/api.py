@@ -287,28 +287,32 @@ def _to_input_grid(logits: list[torch.Tensor], plans: list[_Plan], record, thres
     """
     from sat.preprocess import invert
 
-    cut = math.log(threshold / (1.0 - threshold))  # sigmoid(x) > t  <=>  x > logit(t)
-    dtype = np.uint8 if len(plans) < 256 else np.uint16
-    best = None
-    model_labels = None
-    masks = []
-    for value, logit in enumerate(logits, start=1):
-        x = logit.float().cpu()
-        mask = x > cut
-        if best is None:
-            best = torch.full_like(x, -math.inf)
-            model_labels = torch.zeros(x.shape, dtype=torch.int32)
-        win = mask & (x > best)
-        best = torch.where(win, x, best)
-        model_labels[win] = value
-        masks.append(mask.numpy())
-    model_labels = model_labels.numpy().astype(dtype)
+    masks, model_labels = _threshold_and_label(logits, threshold)
     labelmap = invert(model_labels, record, mode="nearest")
     lookup = _NearestLookup.build(record, labelmap, model_labels)
     crops = {}
     for plan, mask in zip(plans, masks, strict=True):
         crops[plan.prompt] = lookup.crop(mask) if lookup else _crop_full(invert(mask, record, mode="nearest"))
     return crops, labelmap
+
+
+def _threshold_and_label(logits: list[torch.Tensor], threshold: float, *, chunk_voxels: int = 2**22):
+    """Model-space masks ``[N, X', Y', Z']`` bool and labelmap (1..N, most probable prompt; ties: first).
+
+    Works on slabs of the first axis so at most ``chunk_voxels * N`` float32 values exist at once.
+    """
+    cut = math.log(threshold / (1.0 - threshold))  # sigmoid(x) > t  <=>  x > logit(t)
+    shape = tuple(logits[0].shape)
+    masks = np.zeros((len(logits), *shape), dtype=bool)
+    labels = np.zeros(shape, dtype=np.uint8 if len(logits) < 256 else np.uint16)
+    step = max(1, chunk_voxels // max(1, shape[1] * shape[2]))
+    for start in range(0, shape[0], step):
+        part = torch.stack([x[start : start + step].float().cpu() for x in logits])
+        inside = part > cut
+        best, index = part.masked_fill(~inside, -math.inf).max(dim=0)
+        masks[:, start : start + step] = inside.numpy()
+        labels[start : start + step] = torch.where(best > -math.inf, index + 1, 0).numpy()
+    return masks, labels
 
 
 def _crop_full(mask: np.ndarray):

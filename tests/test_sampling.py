@@ -98,7 +98,7 @@ def test_augmentation_never_flips_left_right():
     table = make_table()
     ds = PatchDataset([make_case()], table, patch_size=(48, 40, 24), queries_per_sample=3, augment=True,
                       p_thin=0.0, p_foreground=0.0)
-    ds.augment.spatial_transform.prob = 1.0
+    ds.augment.p_spatial = 1.0
     both = 0
     for i in range(6):
         s = ds[i]

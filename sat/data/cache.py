@@ -15,7 +15,7 @@ case annotates (present or not): the only concepts a loss may treat as negative.
 Example:
     >>> from sat.data.cache import prepare
     >>> from sat.data.cards import load_card
-    >>> report = prepare([load_card("datasets/mni152_tissue.yaml")], "cache", shared="../shared")  # doctest: +SKIP
+    >>> report = prepare([load_card("datasets/brain_mni152.yaml")], "cache", shared="../shared")  # doctest: +SKIP
     >>> report.index[["dataset", "case", "split"]]                                               # doctest: +SKIP
 """
 

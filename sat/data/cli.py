@@ -37,19 +37,21 @@ def _check_card(card, tree) -> list[str]:
     """Problems of one card: unknown concept ids, unmapped labels (with the tree's suggestion)."""
     from sat.errors import UnknownTermError
 
+    def hint(name: str) -> str:
+        try:
+            return f"suggestion: concept: {tree.resolve(name).id}"
+        except UnknownTermError as err:
+            return f"no match; closest: {', '.join(err.suggestions[:3]) or 'none'}"
+
     problems = []
     for value, spec in sorted(card.labels.items()):
-        if spec.skip is not None:
+        if spec.skip is not None or (spec.concept is not None and spec.concept in tree):
             continue
         if spec.concept is not None:
-            if spec.concept not in tree:
-                problems.append(f"label {value} {spec.name!r}: concept {spec.concept!r} is not in the knowledge tree")
-            continue
-        try:
-            hint = f"suggestion: concept: {tree.resolve(spec.name).id}"
-        except UnknownTermError as err:
-            hint = f"no match; closest: {', '.join(err.suggestions[:3]) or 'none'}"
-        problems.append(f"label {value} {spec.name!r}: unmapped ({hint})")
+            problems.append(f"label {value} {spec.name!r}: concept {spec.concept!r} is not in the knowledge tree "
+                            f"({hint(spec.name)})")
+        else:
+            problems.append(f"label {value} {spec.name!r}: unmapped ({hint(spec.name)})")
     return problems
 
 

@@ -87,7 +87,14 @@ class Case:
     def mask(self, label: np.ndarray, concept: str) -> np.ndarray:
         """Boolean mask of ``concept`` in a (cropped) label array."""
         vals = self.values.get(concept, ())
+        if len(vals) == 1:
+            return label == vals[0]
         return np.isin(label, vals) if vals else np.zeros(label.shape, bool)
+
+    def present_in(self, label: np.ndarray) -> list[str]:
+        """Concepts with at least one voxel in a (cropped) label array."""
+        found = set(np.unique(label).tolist())
+        return [c for c, vals in self.values.items() if c in self.points and found.intersection(vals)]
 
 
 def _foreground_points(label: np.ndarray, values: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
@@ -326,7 +333,7 @@ class PatchDataset(Dataset):
         return _crop_pad(case.image, lo, size, case.background), _crop_pad(case.label, lo, size, 0)
 
     def _queries(self, case: Case, image: np.ndarray, label: np.ndarray, rng, key: str) -> dict:
-        present = [c for c in case.values if c in case.points and case.mask(label, c).any()]
+        present = case.present_in(label)
         negatives = [c for c in case.labelled if c not in present]
         weights = dict(self.concept_weights)
         for c in negatives:  # structures elsewhere in this case are the informative negatives
@@ -384,30 +391,45 @@ def _thin(image: np.ndarray, label: np.ndarray, rng, min_thin: int, pad_value: f
     return image, label
 
 
-class Augmentation:
-    """MONAI augmentation of a cropped (image, label) box into a ``patch``-sized sample.
+def _rotation(angles: Sequence[float]) -> np.ndarray:
+    """3x3 rotation about x, then y, then z (radians), in array-axis order."""
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
 
-    Spatial: random rotation (up to 15 degrees in-plane, 6 out-of-plane), scaling (+-15 %)
-    and the crop to ``patch`` (bilinear image, nearest label). Intensity: scale, shift,
-    contrast (gamma), gaussian noise and smoothing. No flips (left/right is meaningful).
+
+class Augmentation:
+    """Augmentation of a cropped (image, label) box into a ``patch``-sized sample.
+
+    Spatial (one ``grid_sample``, bilinear image / nearest label, border padding): random
+    rotation (up to ``rotate`` radians about x, y, z; z is the axial in-plane axis) and
+    isotropic-ish scaling (+-``scale``), applied with probability ``p_spatial``; otherwise a
+    centre crop. Intensity (MONAI): scale, shift, contrast (gamma), gaussian smoothing and
+    noise. No flips: left/right is part of what the prompt says.
     """
 
-    def __init__(self, patch: Sequence[int]) -> None:
+    def __init__(
+        self,
+        patch: Sequence[int],
+        *,
+        p_spatial: float = 0.8,
+        rotate: Sequence[float] = (0.1, 0.1, 0.26),
+        scale: float = 0.15,
+    ) -> None:
         from monai.transforms import (
             Compose,
             RandAdjustContrastd,
-            RandAffined,
             RandGaussianNoised,
             RandGaussianSmoothd,
             RandScaleIntensityd,
             RandShiftIntensityd,
         )
 
-        self.spatial_transform = RandAffined(
-            keys=("image", "label"), spatial_size=tuple(patch), prob=0.8,
-            rotate_range=(0.1, 0.1, 0.26), scale_range=(0.15, 0.15, 0.15),
-            mode=("bilinear", "nearest"), padding_mode="border",
-        )
+        self.patch = tuple(int(p) for p in patch)
+        self.p_spatial, self.rotate, self.scale = p_spatial, np.asarray(rotate, float), float(scale)
         self.intensity_transform = Compose([
             RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.2, prob=0.5),
@@ -416,15 +438,30 @@ class Augmentation:
             RandGaussianNoised(keys="image", std=0.1, prob=0.2),
         ])
 
+    def matrix(self, rng: np.random.Generator) -> np.ndarray:
+        """Random 3x3 output-to-input voxel map (rotation / scale), identity when not applied."""
+        if rng.random() >= self.p_spatial:
+            return np.eye(3)
+        angles = rng.uniform(-self.rotate, self.rotate)
+        zoom = 1.0 + rng.uniform(-self.scale, self.scale) + rng.uniform(-0.03, 0.03, 3)
+        return _rotation(angles) @ np.diag(1.0 / zoom)
+
     def spatial(self, image: np.ndarray, label: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """[X, Y, Z] box arrays -> [*patch] float32 image and integer label (rotated, scaled, cropped)."""
-        self.spatial_transform.set_random_state(seed=seed)
-        data = {"image": torch.from_numpy(image[None].astype(np.float32)),
-                "label": torch.from_numpy(label[None].astype(np.float32))}
-        out = self.spatial_transform(data)
-        img = np.asarray(out["image"].detach().cpu())[0]
-        lab = np.rint(np.asarray(out["label"].detach().cpu())[0]).astype(label.dtype)
-        return img.astype(np.float32, copy=False), lab
+        """[X, Y, Z] box arrays -> [*patch] float32 image and integer label, sharing one random map."""
+        import torch.nn.functional as F
+
+        a = self.matrix(np.random.default_rng(seed))
+        box, out = np.array(image.shape, float), np.array(self.patch, float)
+        theta = np.diag(2.0 / box) @ a @ np.diag(out / 2.0)  # normalised output -> input coords
+        theta = theta[::-1, ::-1].copy()  # grid_sample orders coordinates (z, y, x)
+        affine = torch.zeros(1, 3, 4)
+        affine[0, :, :3] = torch.from_numpy(theta)
+        grid = F.affine_grid(affine, [1, 1, *self.patch], align_corners=False)
+        img = F.grid_sample(torch.from_numpy(image.astype(np.float32))[None, None], grid, mode="bilinear",
+                            padding_mode="border", align_corners=False)
+        lab = F.grid_sample(torch.from_numpy(label.astype(np.float32))[None, None], grid, mode="nearest",
+                            padding_mode="border", align_corners=False)
+        return img[0, 0].numpy(), lab[0, 0].round().numpy().astype(label.dtype)
 
     def intensity(self, image: np.ndarray, seed: int) -> np.ndarray:
         """[X, Y, Z] float32 image -> intensity-augmented copy."""

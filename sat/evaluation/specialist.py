@@ -7,7 +7,8 @@ chooses, as nnU-Net's 3d_fullres configuration does:
   coarse axis takes the 10th percentile instead (or a fixed ``target_spacing``);
 - patch size: the aspect ratio of the median shape in target spacing, as large as the voxel
   budget allows (``max_patch_voxels``, the CPU counterpart of nnU-Net's GPU memory limit),
-  never larger than the median shape, divisible by 2**(poolings per axis);
+  never larger than the median shape (but >= 16 voxels, small images are padded), divisible
+  by 2**(poolings per axis);
 - poolings: an axis is halved while its feature map stays >= 4 voxels and its current
   spacing is < 2x the finest one; kernels are 3 where the spacing is within 2x the finest,
   1 otherwise (until the anisotropy is pooled away); at most 5 poolings per axis;
@@ -127,7 +128,7 @@ def plan_specialist(
     sizes = np.asarray(shapes, float) * np.asarray(spacings, float) / np.asarray(spacing)
     median = np.maximum(np.round(np.median(sizes, axis=0)), 1).astype(int)
     # start from the median shape's aspect ratio, shrink the longest axis (in mm) until it fits
-    patch = median.astype(float).copy()
+    patch = np.maximum(median, 4 * MIN_FEATURE_MAP).astype(float)  # small images are padded: >= 2 poolings
     while np.prod(patch) > max_patch_voxels:
         axis = int(np.argmax(patch * np.asarray(spacing)))
         patch[axis] = max(patch[axis] * 0.9, MIN_FEATURE_MAP)
@@ -136,7 +137,7 @@ def plan_specialist(
     patch_i = np.maximum(np.floor(patch / div) * div, div).astype(int)
     kernels, strides, n_pool = _pooling(spacing, patch_i)  # re-plan for the rounded patch
     if len(strides) < 3:
-        raise InputError(f"patch {tuple(patch_i)} allows fewer than 2 poolings; raise max_patch_voxels (>= 16**3)")
+        raise InputError(f"patch {tuple(int(p) for p in patch_i)} allows fewer than 2 poolings; raise max_patch_voxels (>= 16**3)")
     filters = tuple(min(base_filters * 2**i, max_filters) for i in range(len(strides)))
     return SpecialistPlan(
         spacing=spacing, patch_size=tuple(int(p) for p in patch_i),  # type: ignore[arg-type]

@@ -43,7 +43,7 @@ IRREGULAR = {
     "pelves": "pelvis", "testes": "testis", "ileum": "ileum", "venae": "vena", "cavae": "cava",
 }
 # words ending in "s" that are singular: never strip their final "s"
-_KEEP_S = ("ss", "us", "is", "as", "os", "ys", "ics", "ius")
+_KEEP_S = ("ss", "us", "is", "as", "os", "ics")
 STOPWORDS = frozenset({"the", "of", "a", "an", "structure", "entire", "both", "bilateral", "whole"})
 # British / variant spellings folded to one form
 SPELLING = {

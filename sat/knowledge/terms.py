@@ -11,6 +11,8 @@ from __future__ import annotations
 from sat.knowledge.curated import Curated
 from sat.knowledge.normalize import bag_key, exact_key
 
+QUALIFIERS = frozenset({"superior", "inferior", "anterior", "posterior", "middle", "medial", "lateral", "internal",
+                        "external", "upper", "lower", "common", "deep", "transverse", "central", "short", "long"})
 PRIORITY = {"curated": 0, "variant": 0, "dataset": 1, "acr": 2, "uberon": 2}
 
 
@@ -25,7 +27,10 @@ def variants(name: str) -> list[str]:
     for side in ("left", "right"):
         if name.startswith(side + " "):
             rest = name[len(side) + 1:]
-            out += [f"{rest}, {side}", f"{rest} {side}", f"{rest} ({side})"]
+            return out + [f"{rest}, {side}", f"{rest} {side}", f"{rest} ({side})"]
+    first, _, rest = name.partition(" ")
+    if first in QUALIFIERS and rest and "(" not in rest and not rest.startswith(("and ", "part ", "segment ")):
+        out.append(f"{rest}, {first}")  # index style: "vena cava, inferior"
     return out
 
 

@@ -81,10 +81,10 @@ def _as_5d(image: torch.Tensor) -> torch.Tensor:
 def _pad_to(image: torch.Tensor, roi: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
     """Pad (with the image minimum, i.e. background) to at least ``roi``; return the crop back."""
     size = image.shape[2:]
-    if all(s >= r for s, r in zip(size, roi)):
+    if all(s >= r for s, r in zip(size, roi, strict=True)):
         return image, tuple(slice(None) for _ in size)
     pads, crop = [], []
-    for s, r in zip(size, roi):
+    for s, r in zip(size, roi, strict=True):
         diff = max(r - s, 0)
         pads.append((diff // 2, diff - diff // 2))
         crop.append(slice(diff // 2, diff // 2 + s))

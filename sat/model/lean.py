@@ -3,19 +3,22 @@
 At full resolution the activations of a large window are several GB each
 (sat-nano, 288x288x96 window, 64 channels: 2 GB per tensor), and allocating and
 freeing them costs as much as the arithmetic. :func:`lean_forward` computes the
-same function as :meth:`SATNet.forward` (within float32 rounding) but runs the
-finest encoder stage, the finest decoder stage and the mask generator slab by
-slab along the first spatial axis:
+same function as :meth:`SATNet.forward` (equal within float32 rounding) but runs
+the finest encoder stage, the finest decoder stage and the mask generator slab
+by slab along the first spatial axis, in ONE full-size buffer:
 
-- each 3x3x3 convolution reads its input slab plus one halo row on each side;
-- instance-norm statistics are accumulated over the slabs (float64), and the
-  normalisation + LeakyReLU of a layer is applied lazily to the next layer's
-  input slab, so the raw conv output is the only full-size tensor;
-- a chained convolution overwrites its own input buffer one slab behind (the
-  rows it still needs as halo are never overwritten before use);
-- the concatenated decoder input (upsampled features + skip) only exists per
-  slab, the skip is freed as soon as it is consumed, and the logits of all
-  queries are written slab by slab.
+- a 3x3x3 convolution reads its input rows (plus one halo row each side) as
+  views of the buffer and writes its output back into the same buffer one slab
+  behind, when those rows are no longer needed as halo;
+- instance-norm statistics are accumulated over slabs (float64) and the
+  normalisation + LeakyReLU is applied in place just before the rows are read;
+- the single-channel first convolution is an im2col matrix product;
+- the decoder's upsampling (2x2x2 transposed conv) followed by the 3x3x3 conv
+  of the upsampled half of the concatenation is one composite linear map, run
+  as a 2x2x2 conv on the coarse grid producing the 8 output parities (3.4x
+  fewer multiply-adds, and the upsampled tensor never exists); the skip half
+  is convolved separately and added;
+- the logits of all queries are written slab by slab.
 
 Example:
     >>> import torch
@@ -38,10 +41,10 @@ import torch.nn.functional as F
 from sat.model.network import SATNet, SATOutput
 from sat.model.unet import ConvNormAct
 
-__all__ = ["lean_forward"]
+__all__ = ["lean_forward", "composite_up_kernel"]
 
 CL = torch.channels_last_3d
-RowSource = Callable[[int, int, torch.Tensor], None]  # fill(lo, hi, dst) writes rows [lo, hi)
+Rows = Callable[[int, int], torch.Tensor]  # rows(lo, hi) -> [1, C, hi - lo, Y, Z]
 
 
 class _Stats:
@@ -53,9 +56,13 @@ class _Stats:
         self.m2 = torch.zeros(channels, dtype=torch.float64)
 
     def add(self, y: torch.Tensor) -> None:
-        var, mean = torch.var_mean(y, dim=(0, 2, 3, 4), correction=0)
-        k = y[0, 0].numel()
-        mean, var = mean.double(), var.double()
+        c, k = y.shape[1], y[0, 0].numel()
+        if not (y.is_contiguous() or y.is_contiguous(memory_format=CL)):
+            y = y.contiguous(memory_format=CL)
+        # the group-norm kernel (one channel per group) is the fastest exact per-channel var/mean on CPU
+        _, mean, rstd = torch.ops.aten.native_group_norm(y, None, None, 1, c, k, c, 0.0)
+        mean = mean.reshape(c).double()
+        var = rstd.reshape(c).double().pow(-2)
         delta = mean - self.mean
         total = self.n + k
         self.m2 += var * k + delta.square() * (self.n * k / total)
@@ -81,65 +88,89 @@ def _slabs(size: int, slab: int) -> list[tuple[int, int]]:
     return [(a, min(a + slab, size)) for a in range(0, size, slab)]
 
 
-def _conv_slab(block: ConvNormAct, fill: RowSource, cin: int, a: int, b: int, size: int, like: torch.Tensor):
-    """Conv of rows [a, b) from an input assembled (with zero halo rows outside the volume) by ``fill``."""
+def _conv_rows(rows: Rows, weight: torch.Tensor, bias, a: int, b: int, size: int) -> torch.Tensor:
+    """Rows [a, b) of a zero-padded 3x3x3 conv whose input rows come from ``rows``."""
     lo, hi = max(a - 1, 0), min(b + 1, size)
-    buf = torch.empty((1, cin, b - a + 2, *like.shape[3:]), dtype=like.dtype, device=like.device, memory_format=CL)
-    start, stop = lo - (a - 1), hi - (a - 1)
-    buf[:, :, :start] = 0  # zero padding outside the volume
-    buf[:, :, stop:] = 0
-    fill(lo, hi, buf[:, :, start:stop])
+    first, last = a == 0, b == size
+    x = rows(lo, hi)
+    if first == last:  # interior slab (halo on both sides) or the whole axis at once
+        return F.conv3d(x, weight, bias, padding=(1 if first else 0, 1, 1))
+    y = F.conv3d(x, weight, bias, padding=1)
+    return y[:, :, :-1] if first else y[:, :, 1:]
+
+
+def _im2col_conv(image: torch.Tensor, block: ConvNormAct, out: torch.Tensor, stats, slab: int) -> None:
+    """Single-channel 3x3x3 conv as a matrix product, written straight into ``out`` (channels-last)."""
     conv = block.conv
-    return F.conv3d(buf, conv.weight, conv.bias, padding=(0, 1, 1))
-
-
-def _first_conv(block: ConvNormAct, fill: RowSource, cin: int, like: torch.Tensor, slab: int):
-    """First conv of a chain into a new full-size buffer; returns (raw output, stats)."""
-    size = like.shape[2]
-    cout = block.conv.out_channels
-    out = torch.empty((1, cout, *like.shape[2:]), dtype=like.dtype, device=like.device, memory_format=CL)
-    stats = _Stats(cout)
+    cout = conv.out_channels
+    wmat = conv.weight.reshape(cout, 27).t()
+    size, ny, nz = image.shape[2:]
+    padded = F.pad(image[0, 0], (1, 1, 1, 1, 1, 1))
     for a, b in _slabs(size, slab):
-        y = _conv_slab(block, fill, cin, a, b, size, like)
+        src = padded[a: b + 2]
+        cols = torch.stack(
+            [src[i: i + b - a, j: j + ny, k: k + nz] for i in range(3) for j in range(3) for k in range(3)],
+            dim=-1,
+        ).reshape(-1, 27)
+        dst = out[:, :, a:b].permute(0, 2, 3, 4, 1).reshape(-1, cout)  # a view: out is channels-last
+        torch.addmm(conv.bias, cols, wmat, out=dst)
+        stats.add(out[:, :, a:b])
+
+
+def _conv_in_place(h: torch.Tensor, convs: list[tuple[Rows, torch.Tensor, torch.Tensor | None]],
+                   prepare: Callable[[int, int], None], slab: int) -> _Stats:
+    """Sum of convs (each over its own row source) written into ``h`` one slab behind.
+
+    ``prepare(lo, hi)`` is called before rows [lo, hi) of ``h`` are first read.
+    """
+    size = h.shape[2]
+    stats = _Stats(h.shape[1])
+    ready, pending = 0, None
+    for a, b in _slabs(size, slab):
+        need = min(b + 1, size)
+        if need > ready:
+            prepare(ready, need)
+            ready = need
+        y = None
+        for rows, weight, bias in convs:
+            part = rows(a, b) if weight is None else _conv_rows(rows, weight, bias, a, b, size)
+            y = part if y is None else y.add_(part)
         stats.add(y)
-        out[:, :, a:b] = y
-    return out, stats
-
-
-def _chained_conv(block: ConvNormAct, prev: ConvNormAct, h: torch.Tensor, stats: _Stats, slab: int, slope: float):
-    """conv(act(norm(h))) written back into ``h`` one slab behind; returns new stats."""
-    size, cin = h.shape[2], h.shape[1]
-    norm = stats.scale_shift(prev)
-
-    def fill(lo: int, hi: int, dst: torch.Tensor) -> None:
-        dst.copy_(h[:, :, lo:hi])
-        _norm_act_(dst, norm, slope)
-
-    new = _Stats(block.conv.out_channels)
-    pending = None
-    for a, b in _slabs(size, slab):
-        y = _conv_slab(block, fill, cin, a, b, size, h)
-        new.add(y)
         if pending is not None:
             h[:, :, pending[0]:pending[1]] = pending[2]
         pending = (a, b, y)
     h[:, :, pending[0]:pending[1]] = pending[2]
-    return new
+    return stats
 
 
-def _chain(blocks, h: torch.Tensor, stats: _Stats, slab: int, slope: float) -> _Stats:
-    for prev, block in zip(blocks[:-1], blocks[1:]):
-        stats = _chained_conv(block, prev, h, stats, slab, slope)
+def _buffer_rows(h: torch.Tensor) -> Rows:
+    return lambda lo, hi: h[:, :, lo:hi]
+
+
+def _chain(blocks: list[ConvNormAct], h: torch.Tensor, stats: _Stats, slab: int, slope: float) -> _Stats:
+    """Apply blocks[1:] in place on ``h`` (raw output of blocks[0] with ``stats``); returns the last stats."""
+    for prev, block in zip(blocks[:-1], blocks[1:], strict=True):
+        norm = stats.scale_shift(prev)
+        stats = _conv_in_place(
+            h, [(_buffer_rows(h), block.conv.weight, block.conv.bias)],
+            lambda lo, hi, norm=norm: _norm_act_(h[:, :, lo:hi], norm, slope), slab,
+        )
     return stats
 
 
 def _finest_encoder(model: SATNet, image: torch.Tensor, slab: int, slope: float) -> torch.Tensor:
     blocks = list(model.backbone.encoder[0])
-
-    def fill(lo: int, hi: int, dst: torch.Tensor) -> None:
-        dst.copy_(image[:, :, lo:hi])
-
-    h, stats = _first_conv(blocks[0], fill, image.shape[1], image, slab)
+    cout = blocks[0].conv.out_channels
+    h = torch.empty((1, cout, *image.shape[2:]), dtype=image.dtype, device=image.device, memory_format=CL)
+    if image.shape[1] == 1:
+        stats = _Stats(cout)
+        _im2col_conv(image, blocks[0], h, stats, slab)
+    else:
+        src = image.contiguous(memory_format=CL)
+        stats = _Stats(cout)
+        for a, b in _slabs(h.shape[2], slab):
+            h[:, :, a:b] = _conv_rows(_buffer_rows(src), blocks[0].conv.weight, blocks[0].conv.bias, a, b, h.shape[2])
+            stats.add(h[:, :, a:b])
     stats = _chain(blocks, h, stats, slab, slope)
     norm = stats.scale_shift(blocks[-1])
     for a, b in _slabs(h.shape[2], slab):
@@ -147,23 +178,79 @@ def _finest_encoder(model: SATNet, image: torch.Tensor, slab: int, slope: float)
     return h
 
 
-def _finest_decoder(model: SATNet, coarse: torch.Tensor, skips: list, slab: int, slope: float):
-    """Finest decoder stage; pops the full-resolution skip from ``skips`` as soon as it is consumed."""
+# parity tables: for output parity p, coarse offset index e -> [(3x3x3 tap d, transposed-conv tap q)]
+_TAPS = {0: {0: [(0, 1)], 1: [(1, 0), (2, 1)]}, 1: {0: [(0, 0), (1, 1)], 1: [(2, 0)]}}
+
+
+def composite_up_kernel(up_weight: torch.Tensor, conv_weight: torch.Tensor) -> torch.Tensor:
+    """Kernel of conv3x3(convT2x2(x)) as a 2x2x2 conv on the coarse grid with 8 parity groups.
+
+    Args:
+        up_weight: transposed-conv weight [Cin, Cup, 2, 2, 2] (no bias).
+        conv_weight: the part of the 3x3x3 conv weight acting on the upsampled channels [Cout, Cup, 3, 3, 3].
+
+    Returns:
+        [8 * Cout, Cin, 2, 2, 2] weight; output group ``4*px + 2*py + pz`` holds parity (px, py, pz),
+        and its value at coarse index ``i + p`` (per axis) is the fine output at ``2*i + p``
+        when the coarse input is zero-padded by one voxel on every side.
+    """
+    wu, wc = up_weight.double(), conv_weight.double()
+    cin, cout = wu.shape[0], wc.shape[0]
+    kernel = torch.zeros(2, 2, 2, cout, cin, 2, 2, 2, dtype=torch.float64, device=wu.device)
+    for px in (0, 1):
+        for py in (0, 1):
+            for pz in (0, 1):
+                for ex in (0, 1):
+                    for ey in (0, 1):
+                        for ez in (0, 1):
+                            acc = kernel[px, py, pz, :, :, ex, ey, ez]
+                            for dx, qx in _TAPS[px][ex]:
+                                for dy, qy in _TAPS[py][ey]:
+                                    for dz, qz in _TAPS[pz][ez]:
+                                        acc += wc[:, :, dx, dy, dz] @ wu[:, :, qx, qy, qz].t()
+    return kernel.reshape(8 * cout, cin, 2, 2, 2).to(conv_weight.dtype)
+
+
+def _up_rows(coarse: torch.Tensor, kernel: torch.Tensor, cout: int) -> Rows:
+    """Rows [a, b) (a, b even) of conv3x3(convT(coarse)) via the composite parity kernel."""
+    n = coarse.shape[2]
+    ny, nz = coarse.shape[3:]
+
+    def rows(a: int, b: int) -> torch.Tensor:
+        i0, i1 = a // 2, b // 2
+        lo, hi = max(i0 - 1, 0), min(i1 + 1, n)
+        buf = torch.zeros((1, coarse.shape[1], i1 - i0 + 2, ny + 2, nz + 2), dtype=coarse.dtype,
+                          device=coarse.device).contiguous(memory_format=CL)
+        buf[:, :, lo - (i0 - 1): hi - (i0 - 1), 1:-1, 1:-1] = coarse[:, :, lo:hi]
+        r = F.conv3d(buf, kernel)  # [1, 8*cout, i1-i0+1, ny+1, nz+1]
+        r = r.permute(0, 2, 3, 4, 1).reshape(i1 - i0 + 1, ny + 1, nz + 1, 8, cout)
+        out = torch.empty((1, cout, b - a, 2 * ny, 2 * nz), dtype=coarse.dtype, device=coarse.device,
+                          memory_format=CL)
+        view = out.permute(0, 2, 3, 4, 1)[0].unflatten(0, (i1 - i0, 2)).unflatten(2, (ny, 2)).unflatten(4, (nz, 2))
+        m = i1 - i0
+        for g, (px, py, pz) in enumerate((x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)):
+            view[:, px, :, py, :, pz] = r[px: px + m, py: py + ny, pz: pz + nz, g]
+        return out
+
+    return rows
+
+
+def _finest_decoder(model: SATNet, coarse: torch.Tensor, skip: torch.Tensor, slab: int, slope: float):
+    """Finest decoder stage, computed in place in ``skip``'s buffer; returns (buffer, final norm)."""
     stage = model.backbone.decoder[0]
     blocks = list(stage.blocks)
-    skip = skips.pop(0)
     cup = stage.up.out_channels
-
-    def fill(lo: int, hi: int, dst: torch.Tensor) -> None:
-        i0, i1 = lo // 2, (hi + 1) // 2
-        up = F.conv_transpose3d(coarse[:, :, i0:i1], stage.up.weight, stage.up.bias, stride=2)
-        dst[:, :cup] = up[:, :, lo - 2 * i0: hi - 2 * i0]
-        dst[:, cup:] = skip[:, :, lo:hi]
-
-    h, stats = _first_conv(blocks[0], fill, cup + skip.shape[1], skip, slab)
-    del skip, fill
-    stats = _chain(blocks, h, stats, slab, slope)
-    return h, stats.scale_shift(blocks[-1])
+    first = blocks[0].conv
+    kernel = composite_up_kernel(stage.up.weight, first.weight[:, :cup])
+    if stage.up.bias is not None:
+        raise NotImplementedError("lean_forward assumes a bias-free transposed convolution")
+    convs = [(_up_rows(coarse, kernel, first.out_channels), None, None),
+             (_buffer_rows(skip), first.weight[:, cup:], first.bias)]
+    if first.out_channels != skip.shape[1]:
+        raise NotImplementedError("lean_forward assumes decoder width == skip width")
+    stats = _conv_in_place(skip, convs, lambda lo, hi: None, slab)
+    stats = _chain(blocks, skip, stats, slab, slope)
+    return skip, stats.scale_shift(blocks[-1])
 
 
 def _lean_one(model: SATNet, image: torch.Tensor, queries: torch.Tensor, slab: int) -> SATOutput:
@@ -176,14 +263,13 @@ def _lean_one(model: SATNet, image: torch.Tensor, queries: torch.Tensor, slab: i
     x = skips.pop()
     for i in range(len(backbone.decoder) - 1, 0, -1):
         x = backbone.decoder[i](x, skips.pop())
-    h, norm = _finest_decoder(model, x, skips, slab, slope)
+    h, norm = _finest_decoder(model, x, skips.pop(), slab, slope)
     del x
     emb = model.mask_heads[0](q)[0]  # [N, C]
-    size = h.shape[2]
     logits = torch.empty((1, emb.shape[0], *h.shape[2:]), dtype=h.dtype, device=h.device)
-    for a, b in _slabs(size, slab):
+    for a, b in _slabs(h.shape[2], slab):
         f = _norm_act_(h[:, :, a:b], norm, slope)  # in place: h is not needed afterwards
-        flat = f.permute(0, 2, 3, 4, 1).reshape(-1, f.shape[1])  # [V, C], no copy in channels-last
+        flat = f.permute(0, 2, 3, 4, 1).reshape(-1, f.shape[1])  # [V, C], a view in channels-last
         logits[0, :, a:b] = torch.mm(emb, flat.t()).view(emb.shape[0], b - a, *h.shape[3:])
     return SATOutput(logits=logits, presence=presence)
 
@@ -192,14 +278,14 @@ def lean_forward(model: SATNet, image: torch.Tensor, queries: torch.Tensor, *, s
     """Inference forward of ``model`` with the full-resolution stages computed in slabs.
 
     Same inputs and outputs as ``model(image, queries)`` in eval mode (no deep supervision);
-    numerically equal within float32 rounding (about 1e-5 relative). Runs under
-    ``torch.inference_mode``; batches are processed one image at a time.
+    equal within float32 rounding (about 1e-5 relative). Runs under ``torch.inference_mode``;
+    batches are processed one image at a time.
 
     Args:
         model: a SATNet.
         image: [B, 1, X, Y, Z] float32.
         queries: [N, text_dim] or [B, N, text_dim].
-        slab: rows of the first spatial axis per slab (even numbers keep the upsampling aligned).
+        slab: rows of the first spatial axis per slab (rounded up to an even number).
     """
     model.check_image(image)
     slab = max(2, slab + slab % 2)

@@ -172,7 +172,7 @@ def estimate_flops(config: str | dict[str, Any] | ModelConfig, *, window=None, q
     vox = [shape[0] * shape[1] * shape[2] / 8**i for i in range(c.levels)]
     flops = 0.0
     cins = (c.in_channels, *c.widths[:-1])
-    for i, (cin, w, d) in enumerate(zip(cins, c.widths, c.depths)):
+    for i, (cin, w, d) in enumerate(zip(cins, c.widths, c.depths, strict=True)):
         flops += 2 * 27 * vox[i] * (cin * w + (d - 1) * w * w)
     for i, d in enumerate(c.decoder_depths):
         w = c.widths[i]

@@ -80,7 +80,7 @@ class UNet3D(nn.Module):
         cins = (in_channels, *widths[:-1])
         self.encoder = nn.ModuleList(
             _stage(cin, cout, d, stride=1 if i == 0 else 2, slope=negative_slope)
-            for i, (cin, cout, d) in enumerate(zip(cins, widths, depths))
+            for i, (cin, cout, d) in enumerate(zip(cins, widths, depths, strict=True))
         )
         self.decoder = nn.ModuleList(
             UpStage(widths[i + 1], widths[i], decoder_depths[i], slope=negative_slope)

@@ -102,8 +102,19 @@ class ContrastiveTextModule(L.LightningModule):
             "-" if recall is None else f"{float(recall):.3f}", time.perf_counter() - getattr(self, "_started", 0.0),
         )
 
-    def _embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.encoder.top(batch["hidden"], batch["mask"], side=batch["side"], modality=batch["modality"])
+    def _embed(self, batch: dict[str, torch.Tensor], *, chunk: int = 64) -> torch.Tensor:
+        """Embeddings [B, D] of a cached batch, run in length-sorted chunks to skip most padding."""
+        lengths = batch["mask"].sum(1)
+        order = lengths.argsort()
+        pieces = []
+        for idx in order.split(chunk):
+            t = int(lengths[idx].max())
+            pieces.append(
+                self.encoder.top(
+                    batch["hidden"][idx, :t], batch["mask"][idx, :t], side=batch["side"][idx], modality=batch["modality"][idx]
+                )
+            )
+        return torch.cat(pieces)[order.argsort()]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = multi_positive_infonce(self._embed(batch), batch["labels"], temperature=self.hparams.temperature)

@@ -44,7 +44,7 @@ def test_check_lists_unmapped_and_unknown_concepts_and_fails(fake_tree, write_ca
     good = write_card(card("good", "files", {1: {"name": "liver", "concept": "liver"}}))
     assert main(["data", "check", str(path), str(good)]) == 1
     out = capsys.readouterr()
-    assert "concept 'livre' is not in the knowledge tree" in out.out
+    assert "concept 'livre' is not in the knowledge tree (no match; closest: liver, spleen)" in out.out
     assert "label 2 'left kidney': unmapped (suggestion: concept: kidney_left)" in out.out
     assert "label 3 'blob': unmapped (no match; closest: liver, spleen)" in out.out
     assert "1/2 card(s) OK" in out.err

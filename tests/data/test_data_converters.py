@@ -302,3 +302,13 @@ def test_missing_root_and_missing_case_file(tmp_path):
 def test_nifti_fixture_geometry_round_trips(tmp_path):
     path = nifti(tmp_path / "x.nii.gz", label())
     assert nib.load(path).shape == SHAPE
+
+
+def test_remap_handles_floats_and_huge_values():
+    from sat.data.converters.base import remap
+
+    arr = np.array([[[0.0, 1.0], [2.0, 3.0]]])
+    np.testing.assert_array_equal(remap(arr, {1: 5, 3: 7}), [[[0, 5], [0, 7]]])
+    big = np.array([[[0, 2_000_000_000], [4, 1]]], dtype=np.int64)
+    np.testing.assert_array_equal(remap(big, {2_000_000_000: 2, 1: 1}), [[[0, 2], [0, 1]]])
+    assert remap(arr, None).dtype == np.int32

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from sat.errors import ConfigError, InputError
-from sat.model import PRESETS, ModelConfig, build_model, count_parameters, estimate_flops, get_config
+from sat.model import (
+    PRESETS,
+    ModelConfig,
+    build_model,
+    count_parameters,
+    estimate_flops,
+    get_config,
+)
 
 SMALL = ModelConfig(
     preset="test-small", widths=(4, 8, 16), depths=(1, 1, 1), decoder_depths=(1, 1), query_dim=32,

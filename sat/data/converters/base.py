@@ -154,6 +154,9 @@ def remap(array: np.ndarray, values: dict[int, int] | None) -> np.ndarray:
     if values is None:
         return array.astype(np.int32)
     top = max(int(array.max(initial=0)), max(values, default=0))
+    if top > 1_000_000:  # sparse huge values: map through the unique values instead of a lookup table
+        uniq, inverse = np.unique(array, return_inverse=True)
+        return np.array([values.get(int(u), 0) for u in uniq], dtype=np.int32)[inverse].reshape(array.shape)
     lut = np.zeros(top + 1, dtype=np.int32)
     for src, dst in values.items():
         if src >= 0:
