@@ -69,7 +69,8 @@ def _run_case(spec: dict) -> dict:
         t0 = time.perf_counter()
         seg.save(Path(out) / "seg")
         t_save = time.perf_counter() - t0
-    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss_gb = usage.ru_maxrss / 2**20  # Linux: KiB
     n_windows = sum(windows)
     n_queries = len({t for p in segmenter.plan(spec["prompts"]) for t in p.texts})
     window = torch.zeros(1, 1, *segmenter.model.config.patch_size)
@@ -81,7 +82,8 @@ def _run_case(spec: dict) -> dict:
         "prompts": len(spec["prompts"]), "queries": n_queries, "windows": n_windows,
         "load_model_s": t_model, "read_s": t_read, "segment_s": t_segment, "save_s": t_save,
         "end_to_end_s": t_model + t_read + t_segment + t_save, "predict_s": sum(predict_time),
-        "gflop": flops / 1e9, "peak_rss_gb": rss_gb, "voxels_found": int(sum(seg.voxels(p) for p in seg.prompts)),
+        "gflop": flops / 1e9, "peak_rss_gb": rss_gb, "cpu_s": usage.ru_utime + usage.ru_stime,
+        "load_avg": os.getloadavg()[0], "voxels_found": int(sum(seg.voxels(p) for p in seg.prompts)),
     }
 
 
@@ -165,15 +167,16 @@ def _cases(shared: Path, tmp: Path, model: str, prompts: list[str], quick: bool)
 def _table(results: list[tuple[str, dict]], peak: float) -> list[str]:
     lines = [
         "| case | input grid | prompts | windows | load model s | read s | segment s | save s | end-to-end s "
-        "| network s | GFLOP | GFLOP/s | % of matmul | peak RSS GB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| network s | GFLOP | GFLOP/s | % of matmul | peak RSS GB | process CPU s | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results:
         rate = r["gflop"] / r["predict_s"] if r["predict_s"] else 0.0
         lines.append(
             f"| {name} | {'x'.join(map(str, r['shape']))} | {r['prompts']} | {r['windows']} | {r['load_model_s']:.2f} "
             f"| {r['read_s']:.2f} | {r['segment_s']:.2f} | {r['save_s']:.2f} | **{r['end_to_end_s']:.2f}** "
-            f"| {r['predict_s']:.2f} | {r['gflop']:.0f} | {rate:.1f} | {100 * rate / peak:.0f}% | {r['peak_rss_gb']:.2f} |"
+            f"| {r['predict_s']:.2f} | {r['gflop']:.0f} | {rate:.1f} | {100 * rate / peak:.0f}% | {r['peak_rss_gb']:.2f} "
+            f"| {r.get('cpu_s', 0):.1f} | {r.get('load_avg', 0):.1f} |"
         )
     return lines
 
@@ -226,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         "Each case runs in a fresh process (peak RSS = that process's maximum resident set). "
         "End to end = load model + read volume + segment + save outputs (Python start-up and imports excluded). "
         "Network s = time inside the sliding-window predictor; GFLOP counted with torch's FlopCounterMode "
-        "on one window x number of windows. Synthetic volumes are phantoms stored as int16 uncompressed NIfTI.", "",
+        "on one window x number of windows. Synthetic volumes are phantoms stored as int16 uncompressed NIfTI. "
+        "Process CPU s (user + sys, including imports) and the 1-minute load average show how much the "
+        f"machine was shared: on {os.cpu_count()} cores, a load above {os.cpu_count()} inflates wall times.", "",
         *_table(list(results.items()), peak), "",
         *_summary(results, len(prompts)), "",
         f"Reproduce: `python benchmarks/inference.py --model {args.model}`", "",

@@ -45,6 +45,7 @@ from sat.text.retrieval import (  # noqa: E402
     side_swaps,
     throughput,
 )
+from sat.text.train import concepts_fingerprint  # noqa: E402
 
 PROMPT_COLUMNS = (("prompt", "text", "variant"), ("concept", "concept_id", "expected", "id"))
 
@@ -163,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         "free-text prompts": read_prompt_set(prompt_path, concepts) if prompt_path else [],
         "laterality probes": laterality_probes(concepts),
     }
+    trained_on = training.get("tree_fingerprint")
+    if trained_on and trained_on != concepts_fingerprint(concepts):
+        logging.warning("the encoder was trained on another version of the tree: new held-out synonyms may have been trained on")
     fair_tree = tree_without(tree, pairs.held_out)
     methods = {
         "(a) tree.resolve string matching": lambda s, q: rank_by_tree(fair_tree if s.startswith("held-out") else tree, q),
@@ -179,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "held-out synonyms": f"{len(pairs.held_out)} ({fraction:.0%} of synonyms, seed {seed}); never in training",
         "free-text prompt set": prompt_path.relative_to(ROOT) if prompt_path and prompt_path.is_relative_to(ROOT) else prompt_path,
         "encoder delta": training or "none",
+        "same tree as in training": "unknown" if not trained_on else trained_on == concepts_fingerprint(concepts),
         "CPU": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end",
     }
     text = to_markdown(rows, sets, facts)

@@ -1,9 +1,9 @@
 """Train the per-dataset DynUNet specialists on the labelled training cases of ../shared/data.
 
-Honest split (the same one SAT's training uses):
-- ``totalseg_ct``: train on subject A (example_ct + its 30-slice crop example_ct_sm); subject B
-  (the DICOM series ct/totalseg_upper_abdomen_dicom) is held out for testing.
-- ``totalseg_mr``: a single case, so the specialist trains on it and its numbers are
+Honest split (the same one SAT's training uses; see protocol.py):
+- ``totalseg_abdomen``: trains on subject A (example_ct + its 30-slice crop example_ct_sm);
+  subject B (card totalseg_upper_abdomen_dicom, the DICOM series) is held out.
+- ``totalseg_abdomen_mr``: a single case, so the specialist trains on it and its numbers are
   training-case numbers (reported as such, never as held-out results).
 
 Usage (from the project root; about ``--minutes`` per dataset)::
@@ -25,14 +25,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from protocol import DATASETS, class_names, shared_root  # noqa: E402
+from protocol import SPECIALISTS, class_names, shared_root  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=shared_root(), help="the shared folder holding data/")
     parser.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget per dataset")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--datasets", nargs="+", default=list(SPECIALISTS), choices=list(SPECIALISTS))
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=HERE / "specialists")
     args = parser.parse_args(argv)
@@ -44,15 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     data = args.shared / "data"
     for name in args.datasets:
-        spec = DATASETS[name]
+        spec = SPECIALISTS[name]
         cases = [(data / img, data / lab) for img, lab in spec["train"]]
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         _, plan, history = train_specialist(
             cases, names=class_names(data, spec["task"]), minutes=args.minutes, target=spec["spacing"],
             modality=spec["modality"], checkpoint=args.out / name,
         )
         log = {"dataset": name, "train_cases": [str(i) for i, _ in spec["train"]], "minutes": args.minutes,
                "threads": args.threads, "steps": len(history), "seconds": round(time.time() - start, 1),
+               "cpu_seconds": round(time.process_time() - cpu, 1),
                "history": history}
         (args.out / name / "train_log.json").write_text(json.dumps(log, indent=0))
         print(f"{name}: {len(history)} steps in {time.time() - start:.0f}s, patch {plan.patch_size}, "

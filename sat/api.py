@@ -340,10 +340,10 @@ class _NearestLookup:
         if math.prod(shape) >= 2**31 - 1:
             return None
         probe = invert(np.arange(1, math.prod(shape) + 1, dtype=np.int32).reshape(shape), record, mode="nearest")
-        inside = np.flatnonzero(probe.reshape(-1) > 0)
-        if inside.size == 0:
+        first = int(np.argmax(probe.reshape(-1) > 0))
+        if probe.reshape(-1)[first] <= 0:
             return None
-        point = np.unravel_index(int(inside[0]), probe.shape)
+        point = np.unravel_index(first, probe.shape)
         axes, lines = [], []
         for a in range(3):
             line = probe[tuple(slice(None) if i == a else point[i] for i in range(3))].astype(np.int64)

@@ -67,12 +67,20 @@ def run_segment(args: argparse.Namespace) -> int:
                             progress=not args.no_progress)
     seg.save(out)
     table = seg.volumes_ml()
-    table["concept"] = table["concept"].fillna("(free text)")
+    table["concept"] = table["concept"].fillna("-")
+    table.insert(3, "as", [_how(lab) for lab in seg.labels.values()])
     print(table.drop(columns=["name"]).to_string(index=False))
     if args.png:
         print(f"overlay: {seg.overlay_png(out / 'overlay.png')}")
     print(f"wrote {len(seg)} masks, labelmap.nii.gz and labels.json to {out}")
     return 0
+
+
+def _how(label) -> str:
+    """How a prompt was segmented, for the summary table."""
+    if label.kind == "union":
+        return f"union of {len(label.members)}"
+    return "trained class" if label.kind == "concept" else "free text"
 
 
 def model_summary(folder: Path) -> dict:

@@ -48,10 +48,11 @@ def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: fl
 
     out = Path(out)
     phantom = make_phantom(spacing=(spacing,) * 3, seed=seed)
+    segmenter = api.load_model(model)
+    logging.getLogger(__name__).info("model %s on a %s phantom (seed %d)", segmenter.name, phantom.image.shape, seed)
     out.mkdir(parents=True, exist_ok=True)
     io.save(phantom.image, out / "phantom_ct.nii.gz")
     io.save(phantom.label, out / "phantom_labels.nii.gz")
-    segmenter = api.load_model(model)
     seg = segmenter.segment(phantom.image, prompts, progress=sys.stderr.isatty())
     table = seg.volumes_ml()
     ref_ml, scores = [], []
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except SATError as err:
         print(f"sat.demo: error: {err}", file=sys.stderr)
         return 1
+    print(f"SAT demo: model {args.model or api.DEFAULT_MODEL}, CT phantom (seed {args.seed}, 3 mm)\n")
     print(table.drop(columns=["name"]).to_string(index=False, na_rep="-"))
     print(f"\nmean Dice vs phantom labels: {np.nanmean(table['dice']):.3f}" if table["dice"].notna().any() else "")
     print(f"wrote {args.output}/: phantom_ct.nii.gz, phantom_labels.nii.gz, segmentation/, overlay.png, summary.csv")

@@ -267,7 +267,7 @@ class Segmentation:
             _move_into(stage, out, [LABELMAP_NAME, *files.values(), LABELS_NAME])
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-        log.info("wrote %d masks, %s and %s to %s", len(files), LABELMAP_NAME, LABELS_NAME, out)
+        log.debug("wrote %d masks, %s and %s to %s", len(files), LABELMAP_NAME, LABELS_NAME, out)
         return out
 
     def _file_names(self) -> dict[str, str]:

@@ -129,3 +129,28 @@ def test_help_through_the_console_entry_point():
     done = subprocess.run([sys.executable, "-m", "sat", "segment", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and "--all" in done.stdout and "--png" in done.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_and_scores_against_the_phantom(model_dir, tmp_path, capsys):
+    from sat import demo
+
+    assert demo.dice(np.ones(4, bool), np.ones(4, bool)) == 1.0
+    assert np.isnan(demo.dice(np.zeros(4, bool), np.zeros(4, bool)))
+    out = tmp_path / "demo_out"
+    assert demo.main(["-o", str(out), "--model", str(model_dir), "-p", "liver", "-p", "kidneys",
+                      "-p", "zzqx blorp"]) == 0
+    printed = capsys.readouterr().out
+    assert "dice" in printed and "kidneys" in printed
+    assert {p.name for p in out.iterdir()} == {"phantom_ct.nii.gz", "phantom_labels.nii.gz", "segmentation",
+                                               "overlay.png", "summary.csv"}
+    import pandas as pd
+
+    table = pd.read_csv(out / "summary.csv")
+    assert table["prompt"].tolist() == ["liver", "kidneys", "zzqx blorp"]
+    ph = make_phantom(spacing=(3.0, 3.0, 3.0))
+    kidneys_ml = ph.mask(["kidney_left", "kidney_right"]).sum() * 27 / 1000
+    assert table["reference_ml"][1] == pytest.approx(kidneys_ml, abs=0.1)  # parent = union of its parts
+    assert np.isnan(table["reference_ml"][2]) and np.isnan(table["dice"][2])  # free text: no reference
+    assert demo.main(["-o", str(tmp_path / "x"), "--model", "no-such-model"]) == 1
+    assert "unknown model" in capsys.readouterr().err

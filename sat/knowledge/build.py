@@ -41,7 +41,7 @@ def _match_index(entries: dict[str, dict], label: str, synonyms: str) -> tuple[d
 def _auto_match(keys: list[str], *indexes: dict) -> str | None:
     """The one source entry whose label (else synonym) equals a key, exactly or as a word bag."""
     bags = [" ".join(sorted(k.split())) for k in keys]
-    for index, probe in zip(indexes, (keys, keys, bags, bags)):
+    for index, probe in zip(indexes, (keys, keys, bags, bags), strict=False):
         for key in probe:
             hits = sorted(set(index.get(key, ())))
             if len(hits) == 1:
@@ -105,6 +105,9 @@ def _laterality(cur: Curated) -> dict[str, dict]:
     con = cur.concepts
     info: dict[str, dict] = {cid: {"laterality": c["laterality"]} for cid, c in con.items()}
     for cid, c in con.items():
+        if c["laterality"] == "none":  # named "left ..." but not one of a left/right pair
+            info[cid]["laterality"] = None
+            continue
         tokens = cid.split("_")
         side = c["laterality"] or ("left" if "left" in tokens else "right" if "right" in tokens else None)
         if side not in ("left", "right"):
@@ -113,8 +116,8 @@ def _laterality(cur: Curated) -> dict[str, dict]:
         other = "_".join({"left": "right", "right": "left"}[t] if t in ("left", "right") else t for t in tokens)
         if other in con:
             info[cid]["right_id" if side == "left" else "left_id"] = other
-        unsided = [p for p, rel in c["parents"] if rel == "is_a" and p in con
-                   and not ({"left", "right"} & set(p.split("_")))]
+        same = "_".join(t for t in tokens if t not in ("left", "right"))
+        unsided = [p for p, rel in c["parents"] if rel == "is_a" and p == same and p in con]
         if unsided:
             info[cid]["unsided_id"] = unsided[0]
             base = info[unsided[0]]
@@ -165,6 +168,9 @@ def build_data(sources: Path, curated: Path, *, cards: Path | None = None) -> di
             cid = label.get("concept") if isinstance(label, dict) else None
             if cid in cur.concepts:
                 datasets[cid].add(card)
+                name = str(label.get("name") or "")
+                if table.lookup(name) == cid:  # the card's spelling, where it already means this concept
+                    table.add(cid, name, "dataset")
                 if data.get("modality"):
                     modalities[cid].add(str(data["modality"]).lower())
     terms = table.resolve_conflicts()

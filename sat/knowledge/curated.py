@@ -20,7 +20,7 @@ import yaml
 from sat.errors import ConfigError
 
 RELATIONS = ("is_a", "part_of")
-LATERALITIES = ("left", "right", "unsided")
+LATERALITIES = ("left", "right", "unsided", "none")
 
 
 @dataclass
@@ -57,7 +57,7 @@ def _concept(cid: str, entry: object, path: Path) -> dict:
         parents.append((parent.strip(), rel))
     laterality = entry.get("laterality")
     if laterality is not None and laterality not in LATERALITIES:
-        raise ConfigError(f"{path}: concept {cid!r} laterality {laterality!r}; use left, right or unsided")
+        raise ConfigError(f"{path}: concept {cid!r} laterality {laterality!r}; use left, right, unsided or none")
     return {
         "name": entry["name"],
         "parents": parents,

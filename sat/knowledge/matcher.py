@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import re
 from collections import defaultdict
 
 from sat.knowledge.normalize import edit_distance, words
 
+INSTRUCTION = re.compile(r"^\s*(please\s+)?(segment|delineate|contour|outline|mask|find|show|label)\s+(the|all|both)\s+",
+                         re.IGNORECASE)
+PARENTHESES = re.compile(r"\([^)]*\)")
 MODALITY_WORDS = frozenset({"ct", "mr", "mri", "pet"})
 GENERIC_WORDS = frozenset({"muscle", "gland", "bone", "organ", "proper", "area", "volume", "mask", "segmentation"})
 MAX_COMBINATIONS = 32
@@ -26,8 +30,9 @@ class TermIndex:
     """Maps normalised terms to concept ids."""
 
     def __init__(self, terms: dict[str, list[str]], ambiguous: dict[str, dict] | None = None,
-                 sided: dict[str, dict[str, str]] | None = None) -> None:
-        """``terms``: concept id -> display terms (name first); ``sided``: id -> {"left": id, "right": id}."""
+                 sided: dict[str, dict[str, str]] | None = None, popular: list[str] | None = None) -> None:
+        """``terms``: concept id -> display terms (name first); ``sided``: id -> {"left": id, "right": id};
+        ``popular``: keys suggested when nothing is similar."""
         self.sided = sided or {}
         exact: dict[str, set[str]] = defaultdict(set)
         bag: dict[str, set[str]] = defaultdict(set)
@@ -46,8 +51,12 @@ class TermIndex:
         self.bag = {k: self._pick(k, v) for k, v in bag.items()}
         self.vocabulary = sorted({w for key in exact for w in key.split()})
         self.vocab = set(self.vocabulary)
-        self.typo_targets = [w for w in self.vocabulary if len(w) >= 4 and not w.isdigit()]
+        self.by_length: dict[int, list[tuple[str, frozenset[str]]]] = defaultdict(list)
+        for w in self.vocabulary:
+            if len(w) >= 4 and not w.isdigit():
+                self.by_length[len(w)].append((w, frozenset(w)))
         self.keys = sorted(self.exact)
+        self.short_keys = list(popular or ())[:20]
         self.word_keys: dict[str, list[str]] = defaultdict(list)
         for key in self.keys:
             for w in set(key.split()):
@@ -90,6 +99,15 @@ class TermIndex:
 
     def lookup(self, text: str) -> tuple[str | None, str]:
         """(concept id or None, how it matched: exact | bag | modality | generic | laterality | typo | none)."""
+        text = INSTRUCTION.sub("", text)  # "segment the liver" asks for the liver, not a liver segment
+        hit, how = self._lookup(text)
+        if hit is None and "(" in text:  # "liver (CT)": retry without the aside
+            stripped = PARENTHESES.sub(" ", text)
+            if stripped.strip():
+                hit, how = self._lookup(stripped)
+        return hit, how
+
+    def _lookup(self, text: str) -> tuple[str | None, str]:
         toks = words(text)
         hit, how = self._plain(toks)
         if hit is not None:
@@ -103,12 +121,18 @@ class TermIndex:
                 hits.add(hit)
         return (hits.pop(), "typo") if len(hits) == 1 else (None, "none")
 
-    def corrections(self, word: str) -> list[tuple[int, str]]:
-        """Known words (4+ letters) within edit distance 2 of an unknown word longer than 4 letters."""
+    def corrections(self, word: str, limit: int = 2) -> list[tuple[int, str]]:
+        """Known words (4+ letters) within edit distance ``limit`` of an unknown word longer than 4 letters."""
         if len(word) <= 4 or word in self.vocab or word.isdigit():
             return []
-        found = [(edit_distance(word, w), w) for w in self.typo_targets if abs(len(w) - len(word)) <= 2]
-        return sorted((d, w) for d, w in found if d <= 2)
+        letters = set(word)
+        found = []
+        for length in range(len(word) - limit, len(word) + limit + 1):
+            for w, w_letters in self.by_length.get(length, ()):
+                # each edit changes the letter set by at most 2: a cheap filter before the DP
+                if len(letters ^ w_letters) <= 2 * limit and (d := edit_distance(word, w, limit)) <= limit:
+                    found.append((d, w))
+        return sorted(found)
 
     def _typo_variants(self, toks: list[str]) -> list[list[str]]:
         options: list[list[str]] = []
@@ -131,18 +155,27 @@ class TermIndex:
         """The ``k`` nearest terms as (exact key, similarity in [0, 1]), best first."""
         toks = words(text)
         query = " ".join(toks)
-        pool: set[str] = set()
+        near_words: set[str] = set()
         for tok in toks:
-            pool.update(self.word_keys.get(tok, ()))
-            for _d, w in self.corrections(tok)[:3]:
-                pool.update(self.word_keys.get(w, ()))
-        if len(pool) < k:
-            pool.update(difflib.get_close_matches(query, self.keys, n=k * 4, cutoff=0.0) if query else self.keys[:k])
-        scored = []
+            near_words.add(tok)
+            near_words.update(w for _d, w in self.corrections(tok, 3)[:5])
+            if len(near_words) < 3 and len(tok) > 2:
+                near_words.update(difflib.get_close_matches(tok, self.vocabulary, n=3, cutoff=0.6))
+        pool = {key for w in near_words for key in self.word_keys.get(w, ())}
         qset = set(toks)
-        for key in pool:
-            ratio = difflib.SequenceMatcher(None, query, key).ratio()
-            overlap = len(qset & set(key.split())) / max(len(qset | set(key.split())), 1)
-            scored.append((round(0.5 * ratio + 0.5 * overlap, 4), key))
+
+        def overlap(key: str) -> float:
+            kset = set(key.split())
+            return len(qset & kset) / max(len(qset | kset), 1)
+
+        ranked = sorted(pool, key=lambda key: (-overlap(key), len(key), key))[:60]
+        scored = [(round(0.5 * difflib.SequenceMatcher(None, query, key).ratio() + 0.5 * overlap(key), 4), key)
+                  for key in ranked]
         scored.sort(key=lambda s: (-s[0], len(s[1]), s[1]))
-        return [(key, score) for score, key in scored[:k]]
+        result = [(key, score) for score, key in scored[:k]]
+        for key in self.short_keys:  # nothing similar enough: fill with the shortest common terms
+            if len(result) >= k:
+                break
+            if key not in {r[0] for r in result}:
+                result.append((key, 0.0))
+        return result

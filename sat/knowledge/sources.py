@@ -24,6 +24,7 @@ VISTA_LABELS = "vista3d/label_dict.json"
 VISTA_MAPPINGS = "vista3d/label_mappings.json"
 VISTA_ORIGINAL = "vista3d/dataset_original_label_dicts.json"
 SAT_TERMS = "sat/terminology_list.json"
+ACR_REGIONS = frozenset({"head", "neck", "thorax", "abdomen", "pelvis", "back", "upper extremity", "lower extremity"})
 SAT_MODALITY = {"ct": "ct", "mri": "mr", "mr": "mr", "pet": "pet"}
 
 
@@ -76,12 +77,12 @@ def acr_region(nodes: dict[str, dict], rid: str) -> str | None:
             break
         node = nodes.get(parent)
     names = [nodes[r]["description"] for r in seen]
-    if len(names) < 2:
+    if len(names) < 2 or names[-1] != "whole body":  # a broken containedBy chain says nothing
         return None
     region = names[-2]
     for side in ("left ", "right "):
         region = region.removeprefix(side)
-    return region
+    return region if region in ACR_REGIONS else None
 
 
 def read_totalsegmentator(root: Path) -> ClassList:

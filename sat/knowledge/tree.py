@@ -24,6 +24,7 @@ import networkx as nx
 from sat.errors import ConfigError, UnknownTermError
 from sat.knowledge.concept import Concept
 from sat.knowledge.matcher import TermIndex
+from sat.knowledge.normalize import words
 
 log = logging.getLogger(__name__)
 ARTIFACT = "knowledge_tree.json.gz"
@@ -46,8 +47,10 @@ class KnowledgeTree:
                 self.graph.add_edge(parent, c.id, relation=rel)
         sided = {cid: {k: v for k, v in (("left", c.left_id), ("right", c.right_id)) if v}
                  for cid, c in self.concepts.items() if c.left_id or c.right_id}
+        popular = [" ".join(words(c.name)) for c in sorted(self.concepts.values(),
+                                                           key=lambda c: (-len(c.datasets), c.id))]
         self.index = TermIndex({cid: [*c.terms, c.id] for cid, c in self.concepts.items()},
-                               data.get("ambiguous"), sided)
+                               data.get("ambiguous"), sided, popular)
         self._key_owner = self.index.exact
 
     def __getitem__(self, cid: str) -> Concept:

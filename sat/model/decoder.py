@@ -16,7 +16,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["positional_encoding_3d", "QueryDecoder", "VisualTokens", "mlp"]
@@ -71,14 +70,25 @@ class VisualTokens(nn.Module):
     def forward(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         feats = list(feats)[-len(self.widths):]
         grid = feats[-1].shape[2:]
-        pooled = []
-        for f in feats:
-            k = f.shape[2] // grid[0], f.shape[3] // grid[1], f.shape[4] // grid[2]
-            pooled.append(F.avg_pool3d(f, k) if k != (1, 1, 1) else f)
-        tokens = torch.cat(pooled, dim=1).flatten(2).transpose(1, 2)  # [B, T, C]
+        tokens = torch.cat([_block_mean(f, tuple(grid)) for f in feats], dim=-1).flatten(1, 3)  # [B, T, C]
         tokens = self.norm(self.proj(tokens))
         pos = positional_encoding_3d(tuple(grid), tokens.shape[-1], device=tokens.device, dtype=tokens.dtype)
         return tokens, pos
+
+
+def _block_mean(f: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    """Average-pool [B, C, X, Y, Z] to ``grid`` -> [B, gx, gy, gz, C].
+
+    One axis at a time, each a reduction over an outer dimension with a contiguous inner
+    block (fast, and no layout copy for channels-last input).
+    """
+    b, c = f.shape[:2]
+    v = f.permute(0, 2, 3, 4, 1)  # [B, X, Y, Z, C]
+    for axis, g in enumerate(grid, start=1):
+        k = v.shape[axis] // g
+        if k > 1:
+            v = v.unflatten(axis, (g, k)).mean(dim=axis + 1)
+    return v
 
 
 class DecoderLayer(nn.Module):

@@ -109,32 +109,34 @@ def _im2col_conv(image: torch.Tensor, block: ConvNormAct, out: torch.Tensor, sta
     for a, b in _slabs(size, slab):
         src = padded[a: b + 2]
         cols = torch.stack(
-            [src[i: i + b - a, j: j + ny, k: k + nz] for i in range(3) for j in range(3) for k in range(3)],
-            dim=-1,
-        ).reshape(-1, 27)
+            [src[i: i + b - a, j: j + ny, k: k + nz] for i in range(3) for j in range(3) for k in range(3)]
+        ).reshape(27, -1)  # [27, V]: 27 block copies (cheaper than an interleaved [V, 27] stack)
         dst = out[:, :, a:b].permute(0, 2, 3, 4, 1).reshape(-1, cout)  # a view: out is channels-last
-        torch.addmm(conv.bias, cols, wmat, out=dst)
+        torch.addmm(conv.bias, cols.t(), wmat, out=dst)
         stats.add(out[:, :, a:b])
 
 
-def _conv_in_place(h: torch.Tensor, convs: list[tuple[Rows, torch.Tensor, torch.Tensor | None]],
-                   prepare: Callable[[int, int], None], slab: int) -> _Stats:
-    """Sum of convs (each over its own row source) written into ``h`` one slab behind.
+def _conv_in_place(h: torch.Tensor, rows: Rows, weight: torch.Tensor, bias: torch.Tensor | None, slab: int, *,
+                   prepare: Callable[[int, int], None] | None = None,
+                   extra: Callable[[torch.Tensor, int, int], None] | None = None) -> _Stats:
+    """3x3x3 conv over ``rows`` written into ``h`` one slab behind; returns the output statistics.
 
-    ``prepare(lo, hi)`` is called before rows [lo, hi) of ``h`` are first read.
+    ``prepare(lo, hi)`` is called before rows [lo, hi) are first read; ``extra(y, a, b)`` may add
+    to the output rows [a, b) in place before they are stored.
     """
     size = h.shape[2]
     stats = _Stats(h.shape[1])
     ready, pending = 0, None
     for a, b in _slabs(size, slab):
         need = min(b + 1, size)
-        if need > ready:
+        if prepare is not None and need > ready:
             prepare(ready, need)
             ready = need
-        y = None
-        for rows, weight, bias in convs:
-            part = rows(a, b) if weight is None else _conv_rows(rows, weight, bias, a, b, size)
-            y = part if y is None else y.add_(part)
+        y = _conv_rows(rows, weight, bias, a, b, size)
+        if not y.is_contiguous(memory_format=CL):
+            y = y.contiguous(memory_format=CL)
+        if extra is not None:
+            extra(y, a, b)
         stats.add(y)
         if pending is not None:
             h[:, :, pending[0]:pending[1]] = pending[2]
@@ -152,8 +154,8 @@ def _chain(blocks: list[ConvNormAct], h: torch.Tensor, stats: _Stats, slab: int,
     for prev, block in zip(blocks[:-1], blocks[1:], strict=True):
         norm = stats.scale_shift(prev)
         stats = _conv_in_place(
-            h, [(_buffer_rows(h), block.conv.weight, block.conv.bias)],
-            lambda lo, hi, norm=norm: _norm_act_(h[:, :, lo:hi], norm, slope), slab,
+            h, _buffer_rows(h), block.conv.weight, block.conv.bias, slab,
+            prepare=lambda lo, hi, norm=norm: _norm_act_(h[:, :, lo:hi], norm, slope),
         )
     return stats
 
@@ -194,45 +196,41 @@ def composite_up_kernel(up_weight: torch.Tensor, conv_weight: torch.Tensor) -> t
         and its value at coarse index ``i + p`` (per axis) is the fine output at ``2*i + p``
         when the coarse input is zero-padded by one voxel on every side.
     """
-    wu, wc = up_weight.double(), conv_weight.double()
-    cin, cout = wu.shape[0], wc.shape[0]
-    kernel = torch.zeros(2, 2, 2, cout, cin, 2, 2, 2, dtype=torch.float64, device=wu.device)
-    for px in (0, 1):
-        for py in (0, 1):
-            for pz in (0, 1):
-                for ex in (0, 1):
-                    for ey in (0, 1):
-                        for ez in (0, 1):
-                            acc = kernel[px, py, pz, :, :, ex, ey, ez]
-                            for dx, qx in _TAPS[px][ex]:
-                                for dy, qy in _TAPS[py][ey]:
-                                    for dz, qz in _TAPS[pz][ez]:
-                                        acc += wc[:, :, dx, dy, dz] @ wu[:, :, qx, qy, qz].t()
+    cin, cup = up_weight.shape[:2]
+    cout = conv_weight.shape[0]
+    wc = conv_weight.double().permute(0, 2, 3, 4, 1).reshape(cout * 27, cup)
+    wu = up_weight.double().permute(1, 0, 2, 3, 4).reshape(cup, cin * 8)
+    pair = (wc @ wu).view(cout, 3, 3, 3, cin, 2, 2, 2)  # [o, dx, dy, dz, i, qx, qy, qz]
+    taps = torch.zeros(2, 2, 3, 2, dtype=torch.float64, device=pair.device)  # [p, e, d, q]
+    for p, table in _TAPS.items():
+        for e, pairs in table.items():
+            for d, q in pairs:
+                taps[p, e, d, q] = 1.0
+    kernel = torch.einsum("oxyzirst,Aaxr,Bbys,Cczt->ABCoiabc", pair, taps, taps, taps)
     return kernel.reshape(8 * cout, cin, 2, 2, 2).to(conv_weight.dtype)
 
 
-def _up_rows(coarse: torch.Tensor, kernel: torch.Tensor, cout: int) -> Rows:
-    """Rows [a, b) (a, b even) of conv3x3(convT(coarse)) via the composite parity kernel."""
+def _add_up_rows(coarse: torch.Tensor, kernel: torch.Tensor, cout: int) -> Callable[[torch.Tensor, int, int], None]:
+    """Adder of rows [a, b) (a, b even) of conv3x3(convT(coarse)) via the composite parity kernel."""
     n = coarse.shape[2]
     ny, nz = coarse.shape[3:]
+    parities = [(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
 
-    def rows(a: int, b: int) -> torch.Tensor:
+    def add(y: torch.Tensor, a: int, b: int) -> None:
         i0, i1 = a // 2, b // 2
+        m = i1 - i0
         lo, hi = max(i0 - 1, 0), min(i1 + 1, n)
-        buf = torch.zeros((1, coarse.shape[1], i1 - i0 + 2, ny + 2, nz + 2), dtype=coarse.dtype,
+        buf = torch.zeros((1, coarse.shape[1], m + 2, ny + 2, nz + 2), dtype=coarse.dtype,
                           device=coarse.device).contiguous(memory_format=CL)
         buf[:, :, lo - (i0 - 1): hi - (i0 - 1), 1:-1, 1:-1] = coarse[:, :, lo:hi]
-        r = F.conv3d(buf, kernel)  # [1, 8*cout, i1-i0+1, ny+1, nz+1]
-        r = r.permute(0, 2, 3, 4, 1).reshape(i1 - i0 + 1, ny + 1, nz + 1, 8, cout)
-        out = torch.empty((1, cout, b - a, 2 * ny, 2 * nz), dtype=coarse.dtype, device=coarse.device,
-                          memory_format=CL)
-        view = out.permute(0, 2, 3, 4, 1)[0].unflatten(0, (i1 - i0, 2)).unflatten(2, (ny, 2)).unflatten(4, (nz, 2))
-        m = i1 - i0
-        for g, (px, py, pz) in enumerate((x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)):
-            view[:, px, :, py, :, pz] = r[px: px + m, py: py + ny, pz: pz + nz, g]
-        return out
+        r = F.conv3d(buf, kernel).permute(0, 2, 3, 4, 1).reshape(m + 1, ny + 1, nz + 1, 8, cout)
+        if not y.is_contiguous(memory_format=CL):
+            raise RuntimeError("internal: slab output must be channels-last")
+        view = y.permute(0, 2, 3, 4, 1)[0].unflatten(0, (m, 2)).unflatten(2, (ny, 2)).unflatten(4, (nz, 2))
+        for g, (px, py, pz) in enumerate(parities):
+            view[:, px, :, py, :, pz] += r[px: px + m, py: py + ny, pz: pz + nz, g]
 
-    return rows
+    return add
 
 
 def _finest_decoder(model: SATNet, coarse: torch.Tensor, skip: torch.Tensor, slab: int, slope: float):
@@ -244,11 +242,10 @@ def _finest_decoder(model: SATNet, coarse: torch.Tensor, skip: torch.Tensor, sla
     kernel = composite_up_kernel(stage.up.weight, first.weight[:, :cup])
     if stage.up.bias is not None:
         raise NotImplementedError("lean_forward assumes a bias-free transposed convolution")
-    convs = [(_up_rows(coarse, kernel, first.out_channels), None, None),
-             (_buffer_rows(skip), first.weight[:, cup:], first.bias)]
     if first.out_channels != skip.shape[1]:
         raise NotImplementedError("lean_forward assumes decoder width == skip width")
-    stats = _conv_in_place(skip, convs, lambda lo, hi: None, slab)
+    add_up = _add_up_rows(coarse, kernel, first.out_channels)
+    stats = _conv_in_place(skip, _buffer_rows(skip), first.weight[:, cup:], first.bias, slab, extra=add_up)
     stats = _chain(blocks, skip, stats, slab, slope)
     return skip, stats.scale_shift(blocks[-1])
 

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvNormAct", "UNet3D"]
+__all__ = ["ConvNormAct", "UNet3D", "upsample2x"]
+
+CL = torch.channels_last_3d
 
 
 class ConvNormAct(nn.Module):
@@ -55,7 +57,26 @@ class UpStage(nn.Module):
         self.blocks = _stage(2 * cout, cout, depth, stride=1, slope=slope)
 
     def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.blocks(torch.cat([self.up(coarse), skip], dim=1))
+        up = upsample2x(coarse, self.up.weight, self.up.bias)
+        return self.blocks(torch.cat([up, skip.contiguous(memory_format=CL)], dim=1))
+
+
+def upsample2x(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv_transpose3d(x, weight, bias, stride=2)`` for a 2x2x2 kernel, as one matrix product.
+
+    PyTorch's CPU transposed 3D convolution is a slow reference kernel; a stride-2
+    kernel-2 transposed conv has no overlap, so it is a per-voxel linear map to
+    8 output voxels. Shapes: x [B, Cin, X, Y, Z], weight [Cin, Cout, 2, 2, 2]
+    -> [B, Cout, 2X, 2Y, 2Z] in channels-last-3d layout. Differentiable.
+    """
+    b, cin, nx, ny, nz = x.shape
+    cout = weight.shape[1]
+    flat = x.permute(0, 2, 3, 4, 1).reshape(-1, cin)  # a view when x is channels-last
+    out = (flat @ weight.reshape(cin, cout * 8)).view(b, nx, ny, nz, cout, 2, 2, 2)
+    out = out.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, 2 * nx, 2 * ny, 2 * nz, cout)
+    if bias is not None:
+        out = out + bias
+    return out.permute(0, 4, 1, 2, 3)
 
 
 class UNet3D(nn.Module):
@@ -90,7 +111,7 @@ class UNet3D(nn.Module):
 
     def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features, finest first (channels-last-3d layout: faster oneDNN convolutions)."""
-        skips, x = [], image.contiguous(memory_format=torch.channels_last_3d)
+        skips, x = [], image.contiguous(memory_format=CL)
         for stage in self.encoder:
             x = stage(x)
             skips.append(x)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from sat.errors import InputError
 from sat.text.encoder import MODALITIES, TextEncoder, laterality_of
 from sat.text.pairs import PairSet
 
@@ -127,6 +128,8 @@ class ConceptBatches(Dataset):
         self.pairs, self.cache, self.steps = pairs, cache, steps
         self.n_concepts, self.n_views, self.hard, self.modality_p, self.seed = concepts, views, hard, modality_p, seed
         self.ids = sorted(cid for cid, v in pairs.views.items() if len(v) >= 2)
+        if not self.ids:
+            raise InputError("no concept has two training texts (name + synonym/definition/parent); nothing to learn")
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -135,7 +138,7 @@ class ConceptBatches(Dataset):
     def _concepts(self, rng: random.Random) -> list[str]:
         chosen: list[str] = []
         seen: set[str] = set()
-        while len(chosen) < min(self.n_concepts, len(self.pairs.views)):
+        while len(chosen) < min(self.n_concepts, len(self.ids)):
             seed_id = rng.choice(self.ids)
             negatives = list(self.pairs.hard_negatives.get(seed_id, ())[:4])
             group = [seed_id] + rng.sample(negatives, min(self.hard, len(negatives)))

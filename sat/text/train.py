@@ -49,6 +49,15 @@ def _concepts(tree: Any) -> Mapping[str, Any]:
     return concepts
 
 
+def concepts_fingerprint(concepts: Mapping[str, Any]) -> str:
+    """Short hash of the concepts' names, synonyms, definitions and parents (which tree a delta saw)."""
+    import hashlib
+    import json
+
+    parts = [[c.id, c.name, list(c.synonyms), c.definition, [list(p) for p in c.parents]] for _, c in sorted(concepts.items())]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
 def _trainer(out_dir: Path, *, max_steps: int, val_every: int, progress: bool):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -144,6 +153,7 @@ def train_text_encoder(
     facts = {
         "trained_steps": int(trainer.global_step),
         "concepts": len(concepts),
+        "tree_fingerprint": concepts_fingerprint(concepts),
         "training_texts": len(pairs.texts()),
         "holdout_fraction": holdout_fraction,
         "holdout_seed": holdout_seed,

@@ -138,3 +138,24 @@ def test_read_mapping_forms(tmp_path):
         read_mapping(tmp_path / "missing.json")
     with pytest.raises(ConfigError, match="no foreground"):
         read_mapping({"0": "background"})
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_reference_on_the_dicom_grid_scores_perfectly(shared_data, tmp_path):
+    """Subject B: the reference NIfTI is stored flipped relative to the DICOM series."""
+    from pathlib import Path
+
+    from sat import io
+    from sat.preprocess import resample_to
+
+    folder = shared_data / "ct" / "totalseg_upper_abdomen_dicom"
+    ref = io.load_label(folder / "example_seg_dicom.nii.gz")
+    dicom = io.load(folder / "dicom")
+    moved = resample_to(ref, dicom)
+    assert not np.allclose(moved.affine, ref.affine)
+    io.save(moved.array.astype(np.int16), tmp_path / "pred" / "subject_b.nii.gz", affine=moved.affine)
+    card = Path(__file__).resolve().parents[2] / "datasets" / "totalseg_upper_abdomen_dicom.yaml"
+    df = evaluate(tmp_path / "pred", {"subject_b": folder / "example_seg_dicom.nii.gz"}, labels=card)
+    assert len(df) == len(np.unique(ref.array)) - 1 == 31
+    assert (df.dice == 1.0).all() and (df.nsd == 1.0).all() and (df.status == "ok").all()

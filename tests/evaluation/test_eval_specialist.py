@@ -48,6 +48,7 @@ def test_plan_anisotropic_uses_in_plane_kernels_first():
         plan_specialist([(1, 1, 1)], [(64, 64, 64)], max_patch_voxels=8**3)
 
 
+@pytest.mark.slow  # importing monai.networks takes ~1 min on a loaded machine
 def test_network_round_trip(tmp_path):
     plan = plan_specialist([(2.0, 2.0, 2.0)], [(32, 32, 32)], max_patch_voxels=16**3)
     plan.labels, plan.values = {0: "background", 1: "liver"}, {0: 0, 1: 5}

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kt_helpers import CONCEPTS, write_curated
 
 from sat.errors import ConfigError
 from sat.knowledge.build import build, build_data, dumps
 from sat.knowledge.check import check_laterality, run_check
 from sat.knowledge.tree import KnowledgeTree, load
-
-from kt_helpers import CONCEPTS, write_curated
 
 
 def test_build_is_deterministic(mini_sources: Path, mini_curated: Path, tmp_path: Path) -> None:

@@ -20,11 +20,13 @@ def rebuilt(shared_terms: Path) -> dict:
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_shipped_artifact_is_not_stale(rebuilt: dict) -> None:
     assert artifact_path().read_bytes() == dumps(rebuilt), "artifact is stale: run `sat terms build`"
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_coverage(rebuilt: dict, shared_terms: Path) -> None:
     tree = load()
     tasks = read_totalsegmentator_tasks(shared_terms)
@@ -38,6 +40,7 @@ def test_coverage(rebuilt: dict, shared_terms: Path) -> None:
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_check_passes_on_project(shared_terms: Path) -> None:
     report = run_check(shared_terms, ROOT / "knowledge_tree", cards=ROOT / "datasets")
     assert report.ok, report.text()

@@ -1,0 +1,47 @@
+"""Refresh the result tables of evaluate/README.md (between the results markers)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pandas as pd
+
+START, END = "<!-- results:start (written by run_comparison.py) -->", "<!-- results:end -->"
+
+
+def _compact(table: pd.DataFrame, a: str) -> pd.DataFrame:
+    keep = [c for c in table.columns if "_ci_" not in c or c.startswith("dice_diff")]
+    return table[keep]
+
+
+def render(tables: dict[str, pd.DataFrame], *, a: str, model: str) -> str:
+    """Markdown of the comparison tables (``tables`` as returned by run_comparison.write_results)."""
+    from sat.evaluation.report import to_markdown
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f"Generated {stamp} by `evaluate/run_comparison.py` ({a} = {model}).", ""]
+    titles = {
+        "compare_held-out": "Held-out case (subject B), per class: Dice / NSD at 1 mm",
+        "compare_by_region": "Held-out case, per body region",
+        "compare_by_kind": "Held-out case, organ vs lesion",
+        "compare_train": "Training cases (subject A CT, the MR case): NOT held out, shown for reference",
+        "cost": "Parameters and inference time (CPU, same threads; seconds per case incl. loading the image)",
+    }
+    for key, title in titles.items():
+        if key in tables:
+            parts += [f"### {title}", "", to_markdown(_compact(tables[key], a)), ""]
+    parts += ["Plots: `results/compare_dice_held-out.png`, `results/compare_dice_train.png`.", ""]
+    return "\n".join(parts)
+
+
+def update_readme(path: Path, tables: dict[str, pd.DataFrame], *, a: str, model: str) -> None:
+    """Replace the block between the markers of ``path`` with freshly rendered tables (atomic)."""
+    text = path.read_text()
+    if START not in text or END not in text:
+        text = text.rstrip() + f"\n\n## Current results\n\n{START}\n{END}\n"
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{head}{START}\n{render(tables, a=a, model=model)}{END}{tail}")
+    tmp.replace(path)

@@ -1,0 +1,123 @@
+"""Dice per structure of a trained model on whole cases, on each case's original voxel grid.
+
+The model segments the original image through the public API (standardize -> sliding
+window -> invert), and the prediction is compared with the case's reference label
+resampled onto the image grid in physical space (as the dataset converters read it).
+
+Run (numbers of the model card)::
+
+    python -m sat.training.report --model sat/resources/models/sat-tiny \\
+        datasets/totalseg_abdomen.yaml datasets/totalseg_upper_abdomen_dicom.yaml
+
+Example:
+    >>> from sat.training.report import evaluate_model
+    >>> table = evaluate_model("sat/resources/models/sat-tiny", ["datasets/totalseg_abdomen.yaml"])  # doctest: +SKIP
+    >>> table.columns.tolist()                                                                          # doctest: +SKIP
+    ['dataset', 'case', 'split', 'concept', 'dice', 'reference_voxels', 'predicted_voxels']
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["evaluate_model", "main"]
+
+log = logging.getLogger(__name__)
+
+# The structures of the acceptance target on the held-out upper-abdomen subject.
+TARGET_CONCEPTS = ("liver", "spleen", "stomach", "aorta", "inferior_vena_cava", "vertebrae_t11", "vertebrae_t12",
+                   "spinal_cord")
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    total = int(pred.sum()) + int(ref.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
+
+
+def evaluate_model(
+    model: str | Path,
+    cards: Sequence[str | Path],
+    *,
+    shared: str | Path | None = None,
+    concepts: Sequence[str] | None = None,
+    overlap: float = 0.25,
+) -> pd.DataFrame:
+    """One row per (case, concept present in the case's reference and trained by the model).
+
+    Args:
+        model: shipped model name or folder (see :func:`sat.load_model`).
+        cards: dataset cards whose cases are evaluated (their ``root`` is under ``shared``).
+        shared: folder the cards' relative roots point into (default: ``../shared``).
+        concepts: restrict to these concept ids.
+        overlap: sliding-window overlap.
+    """
+    import sat
+    from sat.data.cards import load_card
+    from sat.data.cli import default_shared
+    from sat.data.converters import find_cases, load_case
+
+    segmenter = sat.load_model(model, device="cpu")
+    trained = set(segmenter.concepts)
+    shared = Path(shared) if shared is not None else default_shared()
+    rows = []
+    for card_path in cards:
+        card = load_card(card_path)
+        value_of = {spec.concept: v for v, spec in card.labels.items() if spec.concept and spec.skip is None}
+        for source in find_cases(card, card.resolve_root(shared=shared)):
+            image, label = load_case(source, modality=card.modality)
+            present = {c for c, v in value_of.items() if np.any(label == v)}
+            wanted = sorted(present & trained & set(concepts or present))
+            if not wanted:
+                continue
+            start = time.perf_counter()
+            seg = segmenter.segment(image, wanted, modality=card.modality, overlap=overlap)
+            log.info("%s/%s: %d structures in %.1f s", card.name, source.case, len(wanted),
+                     time.perf_counter() - start)
+            for concept in wanted:
+                pred, ref = np.asarray(seg[concept], bool), label == value_of[concept]
+                rows.append({"dataset": card.name, "case": source.case, "split": card.split_of(source.case, source.split),
+                             "concept": concept, "dice": _dice(pred, ref), "reference_voxels": int(ref.sum()),
+                             "predicted_voxels": int(pred.sum())})
+    return pd.DataFrame(rows, columns=["dataset", "case", "split", "concept", "dice", "reference_voxels",
+                                       "predicted_voxels"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: print a markdown table per case and the mean Dice (all / target structures)."""
+    parser = argparse.ArgumentParser(prog="python -m sat.training.report", description=__doc__.splitlines()[0])
+    parser.add_argument("cards", nargs="+", help="dataset cards (datasets/*.yaml)")
+    parser.add_argument("--model", default="sat-tiny", help="shipped model name or folder")
+    parser.add_argument("--shared", default=None, help="folder the cards' roots are relative to (default ../shared)")
+    parser.add_argument("--out", default=None, help="also write the rows as CSV")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    table = evaluate_model(args.model, args.cards, shared=args.shared)
+    if args.out:
+        table.to_csv(args.out, index=False)
+    for (dataset, case), part in table.groupby(["dataset", "case"], sort=False):
+        target = part[part["concept"].isin(TARGET_CONCEPTS)]
+        print(f"\n{dataset}/{case} ({part['split'].iloc[0]}): mean Dice {part['dice'].mean():.3f} over "
+              f"{len(part)} structures; {target['dice'].mean():.3f} over the {len(target)} target structures")
+        print(part[["concept", "dice", "reference_voxels", "predicted_voxels"]].round(3).to_markdown(index=False)
+              if _has_tabulate() else part.round(3).to_string(index=False))
+    return 0
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The shipped recipes in train/: valid keys, model configs equal to the presets, DDP settings."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sat.data.module import SATDataModule
+from sat.model.config import PRESETS, ModelConfig
+from sat.training.module import SATSegmentation
+
+TRAIN = Path(__file__).resolve().parents[2] / "train"
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((TRAIN / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["tiny-cpu.yaml", "nano.yaml", "pro.yaml"])
+def test_recipe_sections_use_known_arguments(name):
+    recipe = _load(name)
+    data_args = set(inspect.signature(SATDataModule.__init__).parameters)
+    model_args = set(inspect.signature(SATSegmentation.__init__).parameters)
+    assert set(recipe["data"]) <= data_args
+    assert set(recipe["model"]) <= model_args
+    assert recipe["model"]["net"]["class_path"] == "sat.model.SATNet"
+    config = ModelConfig.from_dict(recipe["model"]["net"]["init_args"]["config"])
+    assert list(config.patch_size) == recipe["data"]["patch_size"]
+    checkpoints = [c for c in recipe["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    assert checkpoints and checkpoints[0]["init_args"]["dirpath"] and checkpoints[0]["init_args"]["save_last"]
+    assert checkpoints[0]["init_args"]["save_on_train_epoch_end"]  # epoch-aligned: exact resume
+
+
+@pytest.mark.parametrize(("name", "preset", "nodes"), [("nano.yaml", "sat-nano", 1), ("pro.yaml", "sat-pro", 4)])
+def test_gpu_recipes_are_ddp_bf16_with_preset_networks(name, preset, nodes):
+    recipe = _load(name)
+    trainer = recipe["trainer"]
+    assert trainer["strategy"] == "ddp" and trainer["devices"] == 8 and trainer["num_nodes"] == nodes
+    assert trainer["precision"] == "bf16-mixed"
+    config = ModelConfig.from_dict(recipe["model"]["net"]["init_args"]["config"])
+    assert config == PRESETS[preset]
+
+
+def test_tiny_cpu_recipe_runs_on_cpu_and_exports_the_shipped_model():
+    recipe = _load("tiny-cpu.yaml")
+    assert recipe["trainer"]["accelerator"] == "cpu"
+    exports = [c for c in recipe["trainer"]["callbacks"] if c["class_path"].endswith("ExportOnEnd")]
+    assert exports[0]["init_args"]["directory"] == "sat/resources/models/sat-tiny"
+    assert recipe["data"]["text_encoder"] in ("base", "default")

@@ -1,0 +1,39 @@
+"""sat.training.report: Dice per structure on the original grid of real cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_NET
+
+from sat.model import build_model
+from sat.training.export import export_model
+from sat.training.report import _dice, evaluate_model, main
+
+CARDS = Path(__file__).resolve().parents[2] / "datasets"
+
+
+def test_dice_edge_cases():
+    a = np.zeros((4, 4), bool)
+    assert _dice(a, a) == 1.0
+    b = a.copy()
+    b[0] = True
+    assert _dice(a, b) == 0.0
+    c = b.copy()
+    c[1] = True
+    assert _dice(b, c) == pytest.approx(2 * 4 / 12)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_report_on_a_real_case(tmp_path, shared_data, capsys):
+    model = export_model(build_model({**TINY_NET, "text_dim": 384}), tmp_path / "m",
+                         concepts=["liver", "heart"], text_encoder="base")
+    table = evaluate_model(model, [CARDS / "dcmqi_3slice.yaml"], shared=shared_data.parent)
+    assert sorted(table["concept"]) == ["heart", "liver"]
+    assert table["dice"].between(0, 1).all() and (table["reference_voxels"] > 0).all()
+    assert main([str(CARDS / "dcmqi_3slice.yaml"), "--model", str(model), "--shared", str(shared_data.parent),
+                 "--out", str(tmp_path / "r.csv")]) == 0
+    assert "dcmqi_3slice/subject_c" in capsys.readouterr().out and (tmp_path / "r.csv").is_file()
