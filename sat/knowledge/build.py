@@ -4,8 +4,10 @@ The output is deterministic: sorted keys, sorted lists, gzip with a fixed timest
 input gives the same bytes.
 
 Example:
-    >>> from sat.knowledge.build import build  # doctest: +SKIP
-    >>> build(Path("../shared/terms"), Path("knowledge_tree"), out=Path("sat/resources/knowledge_tree.json.gz"))
+    >>> from pathlib import Path
+    >>> from sat.knowledge.build import build
+    >>> data = build(Path("../shared/terms"), Path("knowledge_tree"),
+    ...              out=Path("sat/resources/knowledge_tree.json.gz"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from sat.errors import ConfigError
@@ -130,81 +133,117 @@ def _class_lists(root: Path) -> list[src.ClassList]:
     return [src.read_totalsegmentator(root), src.read_vista3d(root), src.read_sat(root)]
 
 
-def build_data(sources: Path, curated: Path, *, cards: Path | None = None) -> dict:
-    """Compile everything into the artifact's dict (see ``write``)."""
-    cur = read_curated(curated)
-    uberon, acr = src.read_uberon(sources), src.read_acr(sources)
-    matches = _matches(cur, uberon, acr)
-    table = TermTable(cur)
+def _add_source_terms(table: TermTable, matches: dict, uberon: dict, acr: dict) -> None:
+    """Labels and exact synonyms of the matched Uberon terms and ACR nodes."""
     for cid, found in sorted(matches.items()):
         if "acr" in found:
             node = acr[found["acr"]]
-            table.add(cid, node["description"], "acr")
-            for syn in node.get("synonyms") or []:
-                table.add(cid, syn, "acr")
+            for term in [node["description"], *(node.get("synonyms") or [])]:
+                table.add(cid, term, "acr")
         if "uberon" in found:
-            table.add(cid, uberon[found["uberon"]]["label"], "uberon")
-            for syn in uberon[found["uberon"]].get("synonyms") or []:
-                table.add(cid, syn, "uberon")
-    datasets: dict[str, set[str]] = {cid: set() for cid in cur.concepts}
-    modalities: dict[str, set[str]] = {cid: set() for cid in cur.concepts}
-    coverage: dict[str, dict] = {}
-    for clist in _class_lists(sources):
-        coverage[clist.source] = cov = {"matched": {}, "unmatched": []}
-        for name, where in sorted(clist.names.items()):
-            cid = table.lookup(name)
-            if cid is None:
-                cov["unmatched"].append(name)
-                continue
-            cov["matched"][name] = cid
-            table.add(cid, name, "dataset")
-            for dataset, modality in where:
-                datasets[cid].add(dataset)
-                modalities[cid].add(modality)
-    card_data = read_cards(cards) if cards else {}
-    for card, data in card_data.items():
-        labels = data.get("labels") or {}
-        for label in labels.values() if isinstance(labels, dict) else ():
-            cid = label.get("concept") if isinstance(label, dict) else None
-            if cid in cur.concepts:
-                datasets[cid].add(card)
+            entry = uberon[found["uberon"]]
+            for term in [entry["label"], *(entry.get("synonyms") or [])]:
+                table.add(cid, term, "uberon")
+
+
+class _Labels:
+    """Which datasets and modalities label each concept (class lists and dataset cards)."""
+
+    def __init__(self, concepts: dict) -> None:
+        self.datasets: dict[str, set[str]] = {cid: set() for cid in concepts}
+        self.modalities: dict[str, set[str]] = {cid: set() for cid in concepts}
+        self.coverage: dict[str, dict] = {}
+
+    def class_lists(self, table: TermTable, lists: list[src.ClassList]) -> None:
+        for clist in lists:
+            self.coverage[clist.source] = cov = {"matched": {}, "unmatched": []}
+            for name, where in sorted(clist.names.items()):
+                cid = table.lookup(name)
+                if cid is None:
+                    cov["unmatched"].append(name)
+                    continue
+                cov["matched"][name] = cid
+                table.add(cid, name, "dataset")
+                for dataset, modality in where:
+                    self.datasets[cid].add(dataset)
+                    self.modalities[cid].add(modality)
+
+    def cards(self, table: TermTable, cards: dict[str, dict]) -> None:
+        for card, data in cards.items():
+            labels = data.get("labels") or {}
+            for label in labels.values() if isinstance(labels, dict) else ():
+                cid = label.get("concept") if isinstance(label, dict) else None
+                if cid not in self.datasets:
+                    continue
+                self.datasets[cid].add(card)
                 name = str(label.get("name") or "")
                 if table.lookup(name) == cid:  # the card's spelling, where it already means this concept
                     table.add(cid, name, "dataset")
                 if data.get("modality"):
-                    modalities[cid].add(str(data["modality"]).lower())
+                    self.modalities[cid].add(str(data["modality"]).lower())
+
+
+def _xrefs(cid: str, c: dict, found: dict, sources: tuple[dict, dict, dict],
+           ts_names: list[str]) -> tuple[dict[str, str], str, str | None]:
+    """(codes, definition, region) of one concept, from the files that state them."""
+    uberon, acr, ts_snomed = sources
+    xrefs: dict[str, str] = {}
+    definition, region = c["definition"] or "", c["region"]
+    if "uberon" in found:
+        xrefs["uberon"] = found["uberon"]
+        definition = definition or uberon[found["uberon"]].get("description") or ""
+    if "acr" in found:
+        node = acr[found["acr"]]
+        xrefs["acr"] = node["radlexId"]
+        if node["radlexId"].startswith("RID") and "_" not in node["radlexId"]:
+            xrefs["radlex"] = node["radlexId"]
+        for code in node.get("codes") or []:
+            if code["system"] in ACR_CODES:
+                xrefs[ACR_CODES[code["system"]]] = code["code"]
+        region = region or src.acr_region(acr, found["acr"])
+    if ts_names:
+        xrefs["totalsegmentator"] = cid if cid in ts_names else sorted(ts_names)[0]
+        for name in ts_names:
+            for key, value in ts_snomed.get(name, {}).items():
+                xrefs.setdefault(key, value)
+    return dict(sorted(xrefs.items())), definition, region
+
+
+BUILD_STEPS = 4
+
+
+def build_data(sources: Path, curated: Path, *, cards: Path | None = None,
+               progress: Callable[[str], None] | None = None) -> dict:
+    """Compile everything into the artifact's dict (see ``write``); ``progress(step)`` is
+    called before each of the ``BUILD_STEPS`` steps."""
+    step = progress or (lambda _name: None)
+    step("reading sources")
+    cur = read_curated(curated)
+    uberon, acr = src.read_uberon(sources), src.read_acr(sources)
+    step("matching Uberon and ACR")
+    matches = _matches(cur, uberon, acr)
+    table = TermTable(cur)
+    _add_source_terms(table, matches, uberon, acr)
+    step("matching class lists and dataset cards")
+    labels = _Labels(cur.concepts)
+    labels.class_lists(table, _class_lists(sources))
+    card_data = read_cards(cards) if cards else {}
+    labels.cards(table, card_data)
+    step("assembling concepts")
     terms = table.resolve_conflicts()
     lat = _laterality(cur)
-    ts_snomed = src.read_ts_snomed(sources)
+    ts_of: dict[str, list[str]] = {}
+    for name, cid in labels.coverage["totalsegmentator"]["matched"].items():
+        ts_of.setdefault(cid, []).append(name)
+    refs = (uberon, acr, src.read_ts_snomed(sources))
     concepts = {}
     for cid, c in cur.concepts.items():
-        found = matches[cid]
-        xrefs: dict[str, str] = {}
-        definition = c["definition"] or ""
-        region = c["region"]
-        if "uberon" in found:
-            xrefs["uberon"] = found["uberon"]
-            definition = definition or uberon[found["uberon"]].get("description") or ""
-        if "acr" in found:
-            node = acr[found["acr"]]
-            xrefs["acr"] = node["radlexId"]
-            if node["radlexId"].startswith("RID") and "_" not in node["radlexId"]:
-                xrefs["radlex"] = node["radlexId"]
-            for code in node.get("codes") or []:
-                if code["system"] in ACR_CODES:
-                    xrefs[ACR_CODES[code["system"]]] = code["code"]
-            region = region or src.acr_region(acr, found["acr"])
-        ts_names = [n for n, m in coverage["totalsegmentator"]["matched"].items() if m == cid]
-        if ts_names:
-            xrefs["totalsegmentator"] = cid if cid in ts_names else sorted(ts_names)[0]
-            for n in ts_names:
-                for key, value in ts_snomed.get(n, {}).items():
-                    xrefs.setdefault(key, value)
+        xrefs, definition, region = _xrefs(cid, c, matches[cid], refs, ts_of.get(cid, []))
         concepts[cid] = {
             "id": cid, "name": c["name"], "synonyms": sorted(terms.get(cid, set()) - {c["name"]}),
-            "definition": definition, "parents": [list(p) for p in c["parents"]],
-            "region": region, "modalities": sorted(modalities[cid]), "xrefs": dict(sorted(xrefs.items())),
-            "datasets": sorted(datasets[cid]), "is_lesion": c["lesion"], **lat[cid],
+            "definition": definition, "parents": [list(p) for p in c["parents"]], "region": region,
+            "modalities": sorted(labels.modalities[cid]), "xrefs": xrefs,
+            "datasets": sorted(labels.datasets[cid]), "is_lesion": c["lesion"], **lat[cid],
         }
     _inherit_regions(concepts)
     return {
@@ -212,7 +251,7 @@ def build_data(sources: Path, curated: Path, *, cards: Path | None = None) -> di
         "concepts": dict(sorted(concepts.items())),
         "ambiguous": {exact_key(t): a for t, a in sorted(cur.ambiguous.items())},
         "coverage": {k: {"matched": len(v["matched"]), "total": len(v["matched"]) + len(v["unmatched"]),
-                         "unmatched": sorted(v["unmatched"])} for k, v in coverage.items()},
+                         "unmatched": sorted(v["unmatched"])} for k, v in labels.coverage.items()},
         "cards": sorted(card_data),
     }
 
@@ -249,9 +288,10 @@ def write(data: dict, out: Path) -> Path:
     return out
 
 
-def build(sources: Path, curated: Path, *, out: Path, cards: Path | None = None) -> dict:
+def build(sources: Path, curated: Path, *, out: Path, cards: Path | None = None,
+          progress: Callable[[str], None] | None = None) -> dict:
     """Build and write the artifact; returns its data."""
-    data = build_data(sources, curated, cards=cards)
+    data = build_data(sources, curated, cards=cards, progress=progress)
     write(data, out)
     log.info("wrote %s: %d concepts", out, len(data["concepts"]))
     return data

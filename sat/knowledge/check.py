@@ -8,6 +8,8 @@ in the tree, a stale artifact (not what ``sat terms build`` produces from the sa
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from sat.knowledge.curated import Curated, read_cards, read_curated
 from sat.knowledge.terms import TermTable
 
 ROOT = "body"
+ID_PATTERN = re.compile(r"[a-z0-9]+(_[a-z0-9]+)*")
 
 
 @dataclass
@@ -60,6 +63,9 @@ def check_duplicates(path: Path, report: Report) -> None:
 def check_structure(cur: Curated, report: Report) -> None:
     """Parents exist, no cycles, every concept reaches the root; aliases/mappings name real concepts."""
     con = cur.concepts
+    for cid in con:
+        if not ID_PATTERN.fullmatch(cid):
+            report.errors.append(f"concept id {cid!r} is not snake_case (lower-case letters, digits, _)")
     graph = nx.DiGraph()
     graph.add_nodes_from(con)
     for cid, c in con.items():
@@ -139,7 +145,8 @@ def check_cards(cards: dict[str, dict], concepts: dict, report: Report) -> None:
     report.notes.append(f"{len(cards)} dataset card(s), {n_labels} label(s), {skipped} skipped on purpose")
 
 
-def run_check(sources: Path, curated: Path, *, cards: Path | None = None, artifact: Path | None = None) -> Report:
+def run_check(sources: Path, curated: Path, *, cards: Path | None = None, artifact: Path | None = None,
+              progress: Callable[[str], None] | None = None) -> Report:
     """Run every check; never raises for a finding (a malformed curated file becomes an error)."""
     from sat.knowledge.build import build_data, dumps
     from sat.knowledge.tree import artifact_path
@@ -156,7 +163,7 @@ def run_check(sources: Path, curated: Path, *, cards: Path | None = None, artifa
     check_terms(cur, report)
     if not report.ok:
         return report
-    data = build_data(sources, curated, cards=cards)
+    data = build_data(sources, curated, cards=cards, progress=progress)
     check_laterality(data, report)
     check_cards(card_data, data["concepts"], report)
     report.notes.append(f"{len(data['concepts'])} concepts; coverage "

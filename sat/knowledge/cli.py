@@ -56,13 +56,36 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     return sources, args.curated or root / "knowledge_tree", args.cards or root / "datasets"
 
 
+class _Progress:
+    """A tqdm bar over the build steps (on stderr)."""
+
+    def __enter__(self):  # noqa: ANN204
+        from tqdm import tqdm
+
+        from sat.knowledge.build import BUILD_STEPS
+
+        self.bar = tqdm(total=BUILD_STEPS, unit="step", leave=False)
+        self.started = False
+        return self
+
+    def __call__(self, name: str) -> None:
+        if self.started:
+            self.bar.update(1)
+        self.started = True
+        self.bar.set_description(name)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
 def _build(args: argparse.Namespace) -> int:
     from sat.knowledge.build import build
     from sat.knowledge.tree import artifact_path
 
     sources, curated, cards = _paths(args)
     out = args.out or artifact_path()
-    data = build(sources, curated, out=out, cards=cards)
+    with _Progress() as progress:
+        data = build(sources, curated, out=out, cards=cards, progress=progress)
     n_terms = len({t.lower() for c in data["concepts"].values() for t in (c["name"], *c["synonyms"])})
     print(f"wrote {out}: {len(data['concepts'])} concepts, {n_terms} distinct terms, {len(data['cards'])} cards")
     for name, cov in data["coverage"].items():
@@ -74,7 +97,8 @@ def _check(args: argparse.Namespace) -> int:
     from sat.knowledge.check import run_check
 
     sources, curated, cards = _paths(args)
-    report = run_check(sources, curated, cards=cards, artifact=args.artifact)
+    with _Progress() as progress:
+        report = run_check(sources, curated, cards=cards, artifact=args.artifact, progress=progress)
     print(report.text())
     return 0 if report.ok else 1
 

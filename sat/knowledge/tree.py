@@ -15,7 +15,7 @@ import functools
 import gzip
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -123,15 +123,26 @@ class KnowledgeTree:
         """Every concept below ``c``, sorted by id."""
         return [self.concepts[x] for x in sorted(nx.descendants(self.graph, self._concept(c).id))]
 
-    def labelled_descendants(self, c: Concept | str, *, dataset: str | None = None) -> list[Concept]:
+    def labelled_descendants(self, c: Concept | str, dataset: str | None = None, *,
+                             among: Collection[str] | None = None) -> list[Concept]:
         """The labelled concepts whose union is ``c``'s mask: ``c`` itself if labelled, else the
-        topmost labelled concepts below it (by any dataset, or by ``dataset`` only).
+        topmost labelled concepts below it.
 
-        ``dataset`` matches a full name ("TotalSegmentator/total") or its prefix ("TotalSegmentator").
+        "Labelled" means: by any dataset; or by ``dataset`` (a full name such as
+        "TotalSegmentator/total" or a prefix such as "TotalSegmentator"); or, with ``among``,
+        being one of those concept ids (e.g. the concepts a model was trained on).
+
+        Example:
+            >>> tree = load()
+            >>> [x.id for x in tree.labelled_descendants("kidney", among={"kidney_left", "kidney_right"})]
+            ['kidney_left', 'kidney_right']
         """
         root = self._concept(c)
+        allowed = set(among) if among is not None else None
 
         def labelled(x: Concept) -> bool:
+            if allowed is not None:
+                return x.id in allowed
             if dataset is None:
                 return bool(x.datasets)
             return any(d == dataset or d.startswith(dataset + "/") for d in x.datasets)

@@ -75,3 +75,23 @@ def test_killed_run_resumes_exactly(tmp_path, toy_cache, capsys):
     for k, v in ref_w.items():  # exact: same samples, same RNG, same optimizer state
         assert torch.equal(resumed[f"net.{k}"], v), k
     assert config["text_encoder"] == "test" and config["concepts"] == ["liver", "spleen"]
+
+
+def test_train_text_calls_the_text_trainer(tmp_path, monkeypatch, capsys):
+    import sat.text.train as text_train
+
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        return tmp_path / "delta"
+
+    monkeypatch.setattr(text_train, "train_text_encoder", fake)
+    monkeypatch.setattr(text_train, "load_recipe", lambda path: {"max_steps": 3})
+    recipe = tmp_path / "text.yaml"
+    recipe.write_text("max_steps: 3\n")
+    assert main(["train", "text", str(recipe), "--out", str(tmp_path / "run"), "--resume",
+                 "--export-to", str(tmp_path / "exp")]) == 0
+    assert seen == {"out_dir": str(tmp_path / "run"), "resume": True, "max_steps": 3,
+                    "export_to": str(tmp_path / "exp")}
+    assert "delta" in capsys.readouterr().out

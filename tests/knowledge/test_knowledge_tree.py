@@ -145,3 +145,11 @@ def test_no_torch_import() -> None:
     code = "import sys, sat.knowledge as k; k.load().resolve('liver'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_labelled_descendants_among(tree: sk.KnowledgeTree) -> None:
+    trained = {"kidney_left", "kidney_right", "liver", "vertebrae_l1", "vertebrae_l2"}
+    assert [c.id for c in tree.labelled_descendants("kidney", among=trained)] == ["kidney_left", "kidney_right"]
+    assert [c.id for c in tree.labelled_descendants("lumbar_vertebra", among=trained)] == ["vertebrae_l1", "vertebrae_l2"]
+    assert tree.labelled_descendants("spleen", among=trained) == []
+    assert [c.id for c in tree.labelled_descendants("kidney")] == ["kidney"]  # AbdomenCT-1K labels both kidneys as one

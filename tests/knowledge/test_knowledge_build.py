@@ -126,6 +126,7 @@ def test_check_stale_artifact(mini_sources: Path, mini_curated: Path, tmp_path: 
     ({"kidney": {"name": "kidney", "parents": ["kidney_left:part_of"]}}, "cycle in parents"),
     ({"liver": {"name": "liver"}}, "does not reach 'body'"),
     ({"liver": {"name": "liver", "parents": ["abdomen:part_of"], "synonyms": ["left kidney"]}}, "names kidney_left, liver"),
+    ({"Liver-X": {"name": "liver x", "parents": ["liver:part_of"]}}, "'Liver-X' is not snake_case"),
 ])
 def test_check_structure_errors(mini_sources: Path, tmp_path: Path, change: dict, message: str) -> None:
     curated = write_curated(tmp_path / "kt", {**CONCEPTS, **change})
@@ -207,3 +208,12 @@ def test_tree_rejects_bad_artifact(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="missing"):
         load(tmp_path / "absent.json.gz")
     assert isinstance(KnowledgeTree({"concepts": {}}), KnowledgeTree)
+
+
+def test_check_missing_root(mini_sources: Path, tmp_path: Path) -> None:
+    concepts = {k: v for k, v in CONCEPTS.items() if k != "body"}
+    concepts["abdomen"] = {"name": "abdomen"}
+    curated = write_curated(tmp_path / "kt", concepts)
+    text = _check(mini_sources, curated, tmp_path, fresh=False).text()
+    assert "parent 'body' (part_of) does not exist" in text or "root concept 'body' is missing" in text
+    assert "root concept 'body' is missing" in text
