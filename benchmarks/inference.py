@@ -48,11 +48,10 @@ def _run_case(spec: dict) -> dict:
     t0 = time.perf_counter()
     segmenter = api.load_model(spec["model"], device="cpu")
     t_model = time.perf_counter() - t0
-    windows = []
-    segmenter.model.register_forward_pre_hook(lambda m, args: windows.append(int(args[0].shape[0])))
-    real_predict, predict_time = sat.model.predict, []
+    real_predict, predict_time, windows = sat.model.predict, [], []
 
     def timed_predict(*args, **kwargs):
+        windows.append(_n_windows(args[1].shape[-3:], segmenter.model.config.patch_size, kwargs.get("overlap", 0.25)))
         t = time.perf_counter()
         out = real_predict(*args, **kwargs)
         predict_time.append(time.perf_counter() - t)
@@ -85,6 +84,15 @@ def _run_case(spec: dict) -> dict:
         "gflop": flops / 1e9, "peak_rss_gb": rss_gb, "cpu_s": usage.ru_utime + usage.ru_stime,
         "load_avg": os.getloadavg()[0], "voxels_found": int(sum(seg.voxels(p) for p in seg.prompts)),
     }
+
+
+def _n_windows(shape, roi, overlap: float) -> int:
+    """Sliding windows MONAI visits on a grid padded to at least ``roi`` (its scan-interval rule)."""
+    total = 1
+    for size, r in zip(shape, roi, strict=True):
+        step = max(1, int(r * (1 - overlap)))
+        total *= 1 if size <= r else -(-(size - r) // step) + 1
+    return total
 
 
 # --------------------------------------------------------------------------------- parent side

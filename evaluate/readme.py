@@ -10,17 +10,35 @@ import pandas as pd
 START, END = "<!-- results:start (written by run_comparison.py) -->", "<!-- results:end -->"
 
 
-def _compact(table: pd.DataFrame, a: str) -> pd.DataFrame:
+def _compact(table: pd.DataFrame, a: str | None) -> pd.DataFrame:
     keep = [c for c in table.columns if "_ci_" not in c or c.startswith("dice_diff")]
     return table[keep]
 
 
-def render(tables: dict[str, pd.DataFrame], *, a: str, model: str) -> str:
+def _specialists_only(tables: dict[str, pd.DataFrame]) -> list[str]:
+    from sat.evaluation.report import to_markdown
+
+    per_class = tables["specialist_per_class"]
+    cols = ["dataset", "concept", "n", "dice_mean", "nsd_mean"]
+    parts = ["**No SAT model was evaluated in this run** (`--specialists-only`): the tables show the",
+             "specialist baseline alone. Run `evaluate/run_comparison.py` to add SAT.", "",
+             "### Specialists per split (Dice / NSD at 1 mm; `train` = the specialist's own training case)", "",
+             to_markdown(tables["specialist_per_split"]), "",
+             "### Specialists per class", "", to_markdown(per_class[[c for c in cols if c in per_class.columns]]), ""]
+    return parts
+
+
+def render(tables: dict[str, pd.DataFrame], *, a: str | None, model: str | None) -> str:
     """Markdown of the comparison tables (``tables`` as returned by run_comparison.write_results)."""
     from sat.evaluation.report import to_markdown
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"Generated {stamp} by `evaluate/run_comparison.py` ({a} = {model}).", ""]
+    parts = [f"Generated {stamp} by `evaluate/run_comparison.py` ({a or 'specialists only'}"
+             f"{f' = {model}' if a else ''}).", ""]
+    if a is None:
+        parts += _specialists_only(tables)
+        parts += ["### Cost", "", to_markdown(tables["cost"]), ""]
+        return "\n".join(parts)
     titles = {
         "compare_held-out": "Held-out case (subject B), per class: Dice / NSD at 1 mm",
         "compare_by_region": "Held-out case, per body region",
@@ -35,7 +53,7 @@ def render(tables: dict[str, pd.DataFrame], *, a: str, model: str) -> str:
     return "\n".join(parts)
 
 
-def update_readme(path: Path, tables: dict[str, pd.DataFrame], *, a: str, model: str) -> None:
+def update_readme(path: Path, tables: dict[str, pd.DataFrame], *, a: str | None, model: str | None) -> None:
     """Replace the block between the markers of ``path`` with freshly rendered tables (atomic)."""
     text = path.read_text()
     if START not in text or END not in text:

@@ -39,12 +39,21 @@ def _n_params(module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
 
-def predict_specialists(data: Path, work: Path, spec_dir: Path, *, overlap: float) -> tuple[dict, list[dict]]:
-    """Specialist label maps of every case -> ({case key: path}, cost rows)."""
+def predict_specialists(
+    data: Path, work: Path, spec_dir: Path, *, overlap: float, reuse: bool = False
+) -> tuple[dict, list[dict]]:
+    """Specialist label maps of every case -> ({case key: path}, cost rows); ``reuse`` keeps earlier ones."""
     from sat import io
     from sat.evaluation.specialist import load_specialist
     from sat.evaluation.specialist_train import predict_specialist
 
+    saved = work / "specialist" / "costs.json"
+    if reuse and saved.is_file():
+        costs = json.loads(saved.read_text())
+        paths = {(c["dataset"], c["case"]): work / "specialist" / c["dataset"] / f"{c['case']}.nii.gz" for c in costs}
+        if all(p.is_file() for p in paths.values()):
+            log.info("reusing %d specialist predictions from %s", len(paths), saved.parent)
+            return paths, costs
     paths, costs, loaded = {}, [], {}
     for case in CASES:
         name = case["specialist"]
@@ -62,6 +71,8 @@ def predict_specialists(data: Path, work: Path, spec_dir: Path, *, overlap: floa
         costs.append({"method": "specialist", "model": name, "dataset": case["dataset"], "case": case["case"],
                       "seconds": seconds, "parameters": _n_params(model), "train_steps": meta.get("steps")})
         log.info("specialist %s on %s/%s: %.1fs", name, case["dataset"], case["case"], seconds)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(costs, indent=1))
     return paths, costs
 
 
@@ -101,7 +112,7 @@ def predict_synthetic(data: Path, work: Path) -> tuple[dict, list[dict]]:
         if values:
             arr[arr == values[0]] = 0
         paths[(case["dataset"], case["case"])] = io.save(
-            arr.astype(np.int16), work / "synthetic" / case["dataset"] / f"{case['case']}.nii.gz", affine=ref.affine)
+            arr.astype(np.int16), work / "synthetic_pred" / case["dataset"] / f"{case['case']}.nii.gz", affine=ref.affine)
     return paths, []
 
 
@@ -145,18 +156,25 @@ def cost_table(costs: list[dict], spec_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_results(frames: dict[str, pd.DataFrame], costs: pd.DataFrame, out: Path, *, a: str) -> dict[str, pd.DataFrame]:
-    """Every table and plot under ``out``; returns the tables the README shows."""
+def write_results(
+    frames: dict[str, pd.DataFrame], costs: pd.DataFrame, out: Path, *, a: str | None
+) -> dict[str, pd.DataFrame]:
+    """Every table and plot under ``out``; returns the tables the README shows (``a`` None: specialists only)."""
     from sat.evaluation.compare import compare, plot_compare
     from sat.evaluation.report import summary_tables, write_table, write_tables
 
+    shown = {}
     for method, df in frames.items():
         tables = summary_tables(df)
         tables["per_split"] = summary_tables(df.assign(dataset=df["split"]))["per_dataset"].rename(
             columns={"dataset": "split"})
         write_tables(tables, out, prefix=f"{method.lower()}_")
+        shown[f"{method}_per_class"], shown[f"{method}_per_split"] = tables["per_class"], tables["per_split"]
+    write_table(costs, out / "cost.csv")
+    shown["cost"] = costs
+    if a is None:
+        return shown
     both = pd.concat(frames.values(), ignore_index=True)
-    shown = {}
     for split in ("held-out", "train"):
         part = both[both["split"] == split]
         table = compare(part, a=a, b="specialist")
@@ -168,8 +186,6 @@ def write_results(frames: dict[str, pd.DataFrame], costs: pd.DataFrame, out: Pat
     for by in ("region", "kind"):
         shown[f"compare_by_{by}"] = compare(held_out, a=a, b="specialist", by=by)
         write_table(shown[f"compare_by_{by}"], out / f"compare_by_{by}_held-out.csv")
-    write_table(costs, out / "cost.csv")
-    shown["cost"] = costs
     return shown
 
 
@@ -181,27 +197,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=PROJECT / "runs" / "evaluate", help="predictions go here")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--synthetic", action="store_true", help="use a degraded reference instead of SAT")
+    parser.add_argument("--specialists-only", action="store_true", help="no SAT (e.g. before a model is shipped)")
     parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap for both methods (SAT default)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for both methods")
-    parser.add_argument("--no-readme", action="store_true", help="do not refresh evaluate/README.md")
+    parser.add_argument("--reuse-specialists", action="store_true", help="reuse specialist predictions in --work")
+    parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="README whose tables are refreshed")
+    parser.add_argument("--no-readme", action="store_true", help="do not refresh the README")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch
 
     torch.set_num_threads(args.threads)
     data, start = args.shared / "data", time.time()
-    spec_preds, spec_costs = predict_specialists(data, args.work, args.specialists, overlap=args.overlap)
+    spec_preds, spec_costs = predict_specialists(data, args.work, args.specialists, overlap=args.overlap,
+                                                 reuse=args.reuse_specialists)
+    frames = {"specialist": evaluate_method("specialist", spec_preds, data, pred_labels=_specialist_labels(data))}
+    a, costs = None, []
     if args.synthetic:
-        a, preds, costs = "synthetic", *predict_synthetic(data, args.work)
-        labels = None
-    else:
-        a, labels = "SAT", None
-        preds, costs = predict_sat(data, args.work, args.model, overlap=args.overlap)
-    frames = {a: evaluate_method(a, preds, data, pred_labels=labels),
-              "specialist": evaluate_method("specialist", spec_preds, data, pred_labels=_specialist_labels(data))}
+        a, (preds, costs) = "synthetic", predict_synthetic(data, args.work)
+    elif not args.specialists_only:
+        a, (preds, costs) = "SAT", predict_sat(data, args.work, args.model, overlap=args.overlap)
+    if a is not None:
+        frames = {a: evaluate_method(a, preds, data), **frames}
     shown = write_results(frames, cost_table(costs + spec_costs, args.specialists), args.out, a=a)
     if not args.no_readme:
-        update_readme(HERE / "README.md", shown, a=a, model=args.model if a == "SAT" else "synthetic stand-in")
+        update_readme(args.readme, shown, a=a, model=args.model if a == "SAT" else a)
     print(f"done in {time.time() - start:.0f}s; results in {args.out}")
     return 0
 

@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=shared_root(), help="the shared folder holding data/")
     parser.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget per dataset")
     parser.add_argument("--datasets", nargs="+", default=list(SPECIALISTS), choices=list(SPECIALISTS))
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (peak)")
+    parser.add_argument("--resume", action="store_true", help="continue the saved specialist (new LR schedule)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=HERE / "specialists")
     args = parser.parse_args(argv)
@@ -47,15 +49,24 @@ def main(argv: list[str] | None = None) -> int:
         spec = SPECIALISTS[name]
         cases = [(data / img, data / lab) for img, lab in spec["train"]]
         start, cpu = time.time(), time.process_time()
+        log_path = args.out / name / "train_log.json"
+        runs = []
+        if args.resume and log_path.is_file():
+            old = json.loads(log_path.read_text())
+            runs = old.get("runs", [{k: v for k, v in old.items() if k != "runs"}])
         _, plan, history = train_specialist(
             cases, names=class_names(data, spec["task"]), minutes=args.minutes, target=spec["spacing"],
-            modality=spec["modality"], checkpoint=args.out / name,
+            modality=spec["modality"], checkpoint=args.out / name, lr=args.lr,
+            init=args.out / name if args.resume else None,
         )
-        log = {"dataset": name, "train_cases": [str(i) for i, _ in spec["train"]], "minutes": args.minutes,
+        run = {"dataset": name, "train_cases": [str(i) for i, _ in spec["train"]], "minutes": args.minutes,
                "threads": args.threads, "steps": len(history), "seconds": round(time.time() - start, 1),
                "cpu_seconds": round(time.process_time() - cpu, 1),
-               "history": history}
-        (args.out / name / "train_log.json").write_text(json.dumps(log, indent=0))
+               "lr": args.lr, "resumed": bool(args.resume), "history": history}
+        runs.append(run)
+        total = {"dataset": name, "minutes": sum(r["minutes"] for r in runs), "steps": sum(r["steps"] for r in runs),
+                 "runs": runs}
+        log_path.write_text(json.dumps(total, indent=0))
         print(f"{name}: {len(history)} steps in {time.time() - start:.0f}s, patch {plan.patch_size}, "
               f"{len(plan.labels) - 1} classes -> {args.out / name}")
     return 0

@@ -283,7 +283,8 @@ def _to_input_grid(logits: list[torch.Tensor], plans: list[_Plan], record, thres
 
     Nearest inversion is exact (each input voxel takes the decision of the model voxel that
     contains its centre, so masks and labelmap agree voxel for voxel) and cheap: one
-    inversion of the labelmap plus an index lookup per mask inside its bounding box.
+    inversion of the labelmap; masks stay in model space (voxel counts computed there) and
+    are gathered onto the input grid, inside their bounding box, only when accessed.
     """
     from sat.preprocess import invert
 
@@ -292,11 +293,11 @@ def _to_input_grid(logits: list[torch.Tensor], plans: list[_Plan], record, thres
     lookup = _NearestLookup.build(record, labelmap, model_labels)
     crops = {}
     for plan, mask in zip(plans, masks, strict=True):
-        crops[plan.prompt] = lookup.crop(mask) if lookup else _crop_full(invert(mask, record, mode="nearest"))
+        crops[plan.prompt] = _LazyMask(mask, lookup) if lookup else _crop_full(invert(mask, record, mode="nearest"))
     return crops, labelmap
 
 
-def _threshold_and_label(logits: list[torch.Tensor], threshold: float, *, chunk_voxels: int = 2**22):
+def _threshold_and_label(logits: list[torch.Tensor], threshold: float, *, chunk_voxels: int = 2**18):
     """Model-space masks ``[N, X', Y', Z']`` bool and labelmap (1..N, most probable prompt; ties: first).
 
     Works on slabs of the first axis so at most ``chunk_voxels * N`` float32 values exist at once.
@@ -377,21 +378,47 @@ class _NearestLookup:
             data = data * keep.astype(data.dtype)
         return data
 
-    def crop(self, mask: np.ndarray):
-        """Input-grid :class:`~sat.segmentation._Crop` of a model-space bool mask."""
-        from sat.segmentation import _Crop
-
+    def box(self, mask: np.ndarray) -> tuple[slice, ...] | None:
+        """Input-grid bounding box of the voxels reading a model-space bool mask (None: empty)."""
         box = []
         for a, k in enumerate(self.axes):
             hits = np.flatnonzero(mask.any(axis=tuple(i for i in range(3) if i != k)))
             if hits.size == 0:
-                return _Crop(np.zeros((1, 1, 1), bool))
+                return None
             sel = np.flatnonzero((self.index[a] >= hits[0]) & (self.index[a] <= hits[-1]))
             if sel.size == 0:
-                return _Crop(np.zeros((1, 1, 1), bool))
+                return None
             box.append(slice(int(sel[0]), int(sel[-1]) + 1))
-        box = tuple(box)
-        return _Crop(self.gather(mask, box), offset=[s.start for s in box])
+        return tuple(box)
+
+    def count(self, mask: np.ndarray) -> int:
+        """Exact number of input voxels in the inverted mask, computed in model space."""
+        counts = [None, None, None]
+        for a, k in enumerate(self.axes):
+            idx = self.index[a]
+            counts[k] = np.bincount(idx[idx >= 0], minlength=mask.shape[k]).astype(np.int64)
+        return int(np.einsum("ijk,i,j,k->", mask.astype(np.int64), *counts, optimize=True))
+
+    def paint(self, mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """The full input-grid bool mask (gathered inside its bounding box only)."""
+        out = np.zeros(shape, dtype=bool)
+        box = self.box(mask)
+        if box is not None:
+            out[box] = self.gather(mask, box)
+        return out
+
+
+class _LazyMask:
+    """A mask kept in model space; the input-grid array is built on access (exact, see _NearestLookup)."""
+
+    __slots__ = ("mask", "lookup", "voxels")
+
+    def __init__(self, mask: np.ndarray, lookup: _NearestLookup) -> None:
+        self.mask, self.lookup = mask, lookup
+        self.voxels = lookup.count(mask)
+
+    def full(self, shape: tuple[int, ...]) -> np.ndarray:
+        return self.lookup.paint(self.mask, shape)
 
 
 def segment(

@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,8 +262,11 @@ class Segmentation:
         try:
             files = self._file_names()
             save_nifti(self.labelmap, stage / LABELMAP_NAME, affine=self.affine)
-            for prompt, name in files.items():
-                save_nifti(self[prompt].view(np.uint8), stage / name, affine=self.affine)
+            with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:  # gzip releases the GIL
+                done = [pool.submit(lambda p, n: save_nifti(self[p].view(np.uint8), stage / n, affine=self.affine),
+                                    prompt, name) for prompt, name in files.items()]
+                for future in done:
+                    future.result()
             (stage / LABELS_NAME).write_text(json.dumps(self._labels_json(files), indent=2) + "\n", encoding="utf-8")
             _move_into(stage, out, [LABELMAP_NAME, *files.values(), LABELS_NAME])
         finally:

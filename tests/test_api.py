@@ -205,6 +205,7 @@ def test_bounding_box_inversion_matches_preprocess_invert(affine, spacing, crop)
     for i, logit in enumerate(logits):
         full = preprocess.invert(logit.numpy() > 0, record, mode="nearest")
         np.testing.assert_array_equal(crops[f"p{i}"].full(volume.shape), full)
+        assert crops[f"p{i}"].voxels == int(full.sum())  # counted in model space, exactly
     assert crops["p1"].voxels == 0
     assert labelmap.shape == volume.shape and labelmap.dtype == np.uint8
 

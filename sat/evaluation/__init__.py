@@ -14,7 +14,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "evaluate": "sat.evaluation.evaluate",
+    "evaluate": "sat.evaluation.evaluator",
     "binary_metrics": "sat.evaluation.metrics",
     "dice": "sat.evaluation.metrics",
     "surface_dice": "sat.evaluation.metrics",

@@ -39,7 +39,7 @@ def _card_name(card: str) -> str:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``sat evaluate``: evaluate, print the per-class table, write tables under --out."""
-    from sat.evaluation.evaluate import evaluate
+    from sat.evaluation.evaluator import evaluate
     from sat.evaluation.report import summary_tables, to_markdown, write_tables
 
     if not args.pred or not args.gt:

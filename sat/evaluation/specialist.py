@@ -164,17 +164,18 @@ def save_specialist(
     model, plan: SpecialistPlan, directory: str | Path, *, extra: Mapping | None = None, half: bool = True
 ) -> Path:
     """Write ``model.safetensors`` (float16 with ``half``, to keep the repository small) + ``plan.json``."""
+    import copy
+
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
-            raise WeightsError("weights overflow float16; save with half=False")
-    save_file(state, str(directory / ".model.safetensors.tmp"))
+    stored = copy.deepcopy(model).cpu().half() if half else model
+    if half and not all(torch.isfinite(p).all() for p in stored.parameters()):
+        raise WeightsError("weights overflow float16; save with half=False")
+    save_model(stored, str(directory / ".model.safetensors.tmp"))  # shared (aliased) tensors stored once
+    (directory / ".model.safetensors.tmp").chmod(0o644)
     (directory / ".model.safetensors.tmp").replace(directory / "model.safetensors")
     meta = {"format_version": FORMAT_VERSION, "architecture": "monai.DynUNet", "plan": asdict(plan), **(extra or {})}
     (directory / ".plan.json.tmp").write_text(json.dumps(meta, indent=1))
@@ -184,7 +185,7 @@ def save_specialist(
 
 def load_specialist(directory: str | Path):  # -> (DynUNet, SpecialistPlan, dict)
     """Inverse of :func:`save_specialist`: (network in eval mode, plan, plan.json content)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     directory = Path(directory)
     if not (directory / "plan.json").is_file() or not (directory / "model.safetensors").is_file():
@@ -194,6 +195,8 @@ def load_specialist(directory: str | Path):  # -> (DynUNet, SpecialistPlan, dict
         raise WeightsError(f"{directory}/plan.json has format_version {meta.get('format_version')}, expected 1")
     plan = SpecialistPlan.from_dict(meta["plan"])
     model = build_network(plan)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(directory / "model.safetensors")).items()}
-    model.load_state_dict(state)
+    try:
+        load_model(model, str(directory / "model.safetensors"))  # float16 values are cast into float32
+    except (RuntimeError, OSError, ValueError) as err:
+        raise WeightsError(f"{directory}/model.safetensors does not match plan.json ({err})") from None
     return model.eval(), plan, meta

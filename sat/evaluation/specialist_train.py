@@ -78,6 +78,16 @@ def _foreground_index(lab: torch.Tensor, rng: np.random.Generator, per_class: in
     return np.concatenate(points) if points else np.zeros((0, 3), int)
 
 
+def _prepared(img: torch.Tensor, lab: torch.Tensor, plan: SpecialistPlan, rng: np.random.Generator):
+    """Label values -> output channels, padding to the patch size, foreground index for sampling."""
+    lut = torch.zeros(int(lab.max()) + 1, dtype=torch.long)
+    for channel, value in plan.values.items():
+        if value < len(lut):
+            lut[value] = channel
+    img, lab = _pad_to(img, lut[lab], plan.patch_size)
+    return img, lab, _foreground_index(lab, rng)
+
+
 def _ds_loss(loss_fn, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if out.dim() == target.dim() + 1:  # deep supervision: [B, S, C, X, Y, Z]
         weights = torch.tensor([0.5**i for i in range(out.shape[1])])
@@ -108,6 +118,7 @@ def train_specialist(
     seed: int = 0,
     max_steps: int | None = None,
     checkpoint: Any = None,
+    init: Any = None,
 ):  # -> (DynUNet, SpecialistPlan, list[dict])
     """Plan from the training cases' fingerprint and train a DynUNet for ``minutes`` of wall clock.
 
@@ -117,34 +128,32 @@ def train_specialist(
         minutes: wall-clock budget; ``max_steps`` stops earlier (tests).
         target: target spacing in mm (default: the planner's choice from the fingerprint).
         checkpoint: directory to save to every 5 minutes and at the end (optional).
+        init: directory of a saved specialist to continue (same labels; its plan is kept).
     Returns:
         (model in eval mode, plan with ``labels``/``values`` filled, history of {step, seconds, loss}).
     """
     from monai.losses import DiceCELoss
 
     from sat import io
-    from sat.evaluation.specialist import save_specialist
+    from sat.evaluation.specialist import load_specialist, save_specialist
 
     if not cases:
         raise InputError("train_specialist needs at least one (image, label) training case")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    labels_raw = [io.load_label(lab) for _, lab in cases]
-    plan = plan_specialist([lv.spacing for lv in labels_raw], [lv.shape for lv in labels_raw],
-                           target=target, max_patch_voxels=max_patch_voxels)
+    if init is not None:  # continue a saved specialist: its plan, label table and weights
+        model, plan, _ = load_specialist(init)
+    else:
+        labels_raw = [io.load_label(lab) for _, lab in cases]
+        plan = plan_specialist([lv.spacing for lv in labels_raw], [lv.shape for lv in labels_raw],
+                               target=target, max_patch_voxels=max_patch_voxels)
     data = [prepare_case(img, lab, plan.spacing, modality=modality) for img, lab in cases]
-    plan.values, plan.labels = _channel_table([d[1] for d in data], names)
-    plan.modality = modality
-    to_channel = {v: c for c, v in plan.values.items()}
-    prepared = []
-    for img, lab, _ in data:
-        lut = torch.zeros(int(lab.max()) + 1, dtype=torch.long)
-        for v, c in to_channel.items():
-            if v < len(lut):
-                lut[v] = c
-        img, lab = _pad_to(img, lut[lab], plan.patch_size)
-        prepared.append((img, lab, _foreground_index(lab, rng)))
-    model = build_network(plan).train()
+    values, labels = _channel_table([d[1] for d in data], names)
+    if init is not None and values != plan.values:
+        raise InputError(f"the training labels differ from those of {init}; train a new specialist instead")
+    plan.values, plan.labels, plan.modality = values, labels, modality
+    prepared = [_prepared(img, lab, plan, rng) for img, lab, _ in data]
+    model = (model if init is not None else build_network(plan)).train()
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=3e-5)
     budget, start, history, last_save, step = minutes * 60.0, time.monotonic(), [], time.monotonic(), 0

@@ -11,6 +11,7 @@ Example:
 
 from sat.model.config import PRESETS, ModelConfig, get_config
 from sat.model.inference import predict, sw_batch_size_for
+from sat.model.lean import lean_forward
 from sat.model.network import SATNet, SATOutput, build_model, count_parameters, estimate_flops
 from sat.model.weights import load_pretrained, save_pretrained
 
@@ -23,6 +24,7 @@ __all__ = [
     "count_parameters",
     "estimate_flops",
     "get_config",
+    "lean_forward",
     "load_pretrained",
     "predict",
     "save_pretrained",

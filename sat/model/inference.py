@@ -5,9 +5,14 @@ predictor as a keyword), windows are blended with a gaussian weight (MONAI
 ``sliding_window_inference``) and, for large outputs, accumulated in float16.
 
 Presence gating rule: for every window and query, when the presence logit
-``p`` is negative (presence probability < 0.5) the window's logits are replaced
-by ``min(logit, p)``; the window then votes "absent" everywhere (its logits are
-all below ``p < 0``), while windows that see the structure keep their logits.
+``p`` is negative (presence probability < 0.5) every voxel of that window gets
+the logit ``p`` (the window votes "absent" everywhere, and the query's mask
+product is not even computed there); windows that see the structure keep their
+logits. A prompt for a structure outside the field of view therefore gives an
+empty mask.
+
+Large windows (full-resolution activations over ``LEAN_BYTES``) run through
+:func:`sat.model.lean.lean_forward` (same result, a fraction of the memory).
 
 Example:
     >>> import torch
@@ -29,6 +34,7 @@ from monai.inferers import sliding_window_inference
 
 from sat.errors import InputError
 from sat.model.config import ModelConfig
+from sat.model.lean import lean_forward
 from sat.model.network import SATNet
 
 __all__ = ["predict", "gate_by_presence", "window_memory_bytes", "sw_batch_size_for"]
@@ -36,15 +42,24 @@ __all__ = ["predict", "gate_by_presence", "window_memory_bytes", "sw_batch_size_
 log = logging.getLogger(__name__)
 
 _FP16_OUTPUT_BYTES = 1 << 30  # accumulate in float16 when a float32 output would exceed 1 GiB
+LEAN_BYTES = 1 << 28  # use the slab-wise forward when one full-resolution activation exceeds 256 MiB
 
 
 def gate_by_presence(logits: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
     """Apply the presence rule: logits [B, N, ...], presence logits [B, N] -> gated logits (same shape).
 
-    Where ``presence < 0``: ``min(logits, presence)``; elsewhere unchanged.
+    Where ``presence < 0`` every voxel gets ``presence``; elsewhere unchanged.
     """
     p = presence.reshape(*presence.shape, *([1] * (logits.ndim - 2))).to(logits.dtype)
-    return torch.where(p < 0, torch.minimum(logits, p), logits)
+    return torch.where(p < 0, p.expand_as(logits), logits)
+
+
+def _window_forward(model: SATNet, window: torch.Tensor, queries: torch.Tensor, *, gate: bool, lean: bool):
+    if lean:
+        return lean_forward(model, window, queries, slab=16, gate=gate)
+    if gate:
+        return model.gated_logits(window, queries)
+    return model(window, queries, return_aux=False)
 
 
 def window_memory_bytes(config: ModelConfig, n_queries: int, *, window: Sequence[int] | None = None) -> int:
@@ -102,6 +117,7 @@ def predict(
     memory_gb: float = 2.0,
     accumulate_dtype: torch.dtype | None = None,
     presence_gating: bool = True,
+    lean: bool | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Logits of every query over a whole model-space volume.
@@ -116,6 +132,8 @@ def predict(
         accumulate_dtype: dtype of the blended output; default float16 when a float32
             output would exceed 1 GiB, else float32.
         presence_gating: apply the presence rule of this module's docstring.
+        lean: use the slab-wise forward (default: when a full-resolution activation of one
+            window exceeds ``LEAN_BYTES``).
         progress: show a progress bar over windows.
 
     Returns:
@@ -135,6 +153,8 @@ def predict(
         accumulate_dtype = torch.float16 if big else torch.float32
     if sw_batch_size is None:
         sw_batch_size = sw_batch_size_for(config, n, memory_gb=memory_gb)
+    if lean is None:
+        lean = 4 * config.widths[0] * math.prod(roi) > LEAN_BYTES
     device = next(model.parameters()).device
     padded = padded.to(device)
     queries = queries.to(device=device, dtype=torch.float32)
@@ -142,9 +162,8 @@ def predict(
     def predictor(window: torch.Tensor, slices, *, queries: torch.Tensor) -> torch.Tensor:
         # read the float32 window (MONAI's buffer may be float16 to halve the output memory)
         win = torch.cat([padded[tuple(s)] for s in slices]) if window.dtype != torch.float32 else window
-        out = model(win, queries, return_aux=False)
-        logits = gate_by_presence(out.logits, out.presence) if presence_gating else out.logits
-        return logits.to(accumulate_dtype)
+        out = _window_forward(model, win, queries, gate=presence_gating, lean=lean)
+        return out.logits.to(accumulate_dtype)
 
     was_training = model.training
     model.eval()

@@ -250,7 +250,7 @@ def _finest_decoder(model: SATNet, coarse: torch.Tensor, skip: torch.Tensor, sla
     return skip, stats.scale_shift(blocks[-1])
 
 
-def _lean_one(model: SATNet, image: torch.Tensor, queries: torch.Tensor, slab: int) -> SATOutput:
+def _lean_one(model: SATNet, image: torch.Tensor, queries: torch.Tensor, slab: int, gate: bool) -> SATOutput:
     slope = model.config.negative_slope
     backbone = model.backbone
     skips = [_finest_encoder(model, image, slab, slope)]
@@ -262,16 +262,19 @@ def _lean_one(model: SATNet, image: torch.Tensor, queries: torch.Tensor, slab: i
         x = backbone.decoder[i](x, skips.pop())
     h, norm = _finest_decoder(model, x, skips.pop(), slab, slope)
     del x
-    emb = model.mask_heads[0](q)[0]  # [N, C]
-    logits = torch.empty((1, emb.shape[0], *h.shape[2:]), dtype=h.dtype, device=h.device)
+    emb, active, logits = model.prepare_mask(q, presence, h.shape[2:], gate=gate)
+    emb, idx = emb[0], active[0]
     for a, b in _slabs(h.shape[2], slab):
         f = _norm_act_(h[:, :, a:b], norm, slope)  # in place: h is not needed afterwards
-        flat = f.permute(0, 2, 3, 4, 1).reshape(-1, f.shape[1])  # [V, C], a view in channels-last
-        logits[0, :, a:b] = torch.mm(emb, flat.t()).view(emb.shape[0], b - a, *h.shape[3:])
+        if len(idx):
+            flat = f.permute(0, 2, 3, 4, 1).reshape(-1, f.shape[1])  # [V, C], a view in channels-last
+            logits[0, idx, a:b] = torch.mm(emb, flat.t()).view(len(idx), b - a, *h.shape[3:])
     return SATOutput(logits=logits, presence=presence)
 
 
-def lean_forward(model: SATNet, image: torch.Tensor, queries: torch.Tensor, *, slab: int = 8) -> SATOutput:
+def lean_forward(
+    model: SATNet, image: torch.Tensor, queries: torch.Tensor, *, slab: int = 8, gate: bool = False
+) -> SATOutput:
     """Inference forward of ``model`` with the full-resolution stages computed in slabs.
 
     Same inputs and outputs as ``model(image, queries)`` in eval mode (no deep supervision);
@@ -283,6 +286,8 @@ def lean_forward(model: SATNet, image: torch.Tensor, queries: torch.Tensor, *, s
         image: [B, 1, X, Y, Z] float32.
         queries: [N, text_dim] or [B, N, text_dim].
         slab: rows of the first spatial axis per slab (rounded up to an even number).
+        gate: presence gating (see :meth:`SATNet.prepare_mask`): prompts judged absent get their
+            presence logit everywhere and their mask product is skipped.
     """
     model.check_image(image)
     slab = max(2, slab + slab % 2)
@@ -291,7 +296,7 @@ def lean_forward(model: SATNet, image: torch.Tensor, queries: torch.Tensor, *, s
         for i in range(image.shape[0]):
             q = queries if queries.ndim == 2 else queries[i: i + 1]
             img = image[i: i + 1].contiguous(memory_format=CL)
-            outs.append(_lean_one(model, img, q, slab))
+            outs.append(_lean_one(model, img, q, slab, gate))
     if len(outs) == 1:
         return outs[0]
     return SATOutput(logits=torch.cat([o.logits for o in outs]), presence=torch.cat([o.presence for o in outs]))

@@ -104,9 +104,51 @@ class SATNet(nn.Module):
 
     def mask_logits(self, features: torch.Tensor, q: torch.Tensor, level: int = 0) -> torch.Tensor:
         """Dot product of per-voxel features [B, C, ...] with the level's query embeddings -> [B, N, ...]."""
-        emb = self.mask_heads[level](q)  # [B, N, C]
+        return self.mask_logits_from(features, self.mask_heads[level](q))
+
+    @staticmethod
+    def mask_logits_from(features: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """features [B, C, X, Y, Z] . embeddings [B, N, C] -> [B, N, X, Y, Z]."""
         flat = features.flatten(2) if features.is_contiguous() else features.permute(0, 2, 3, 4, 1).flatten(1, 3).transpose(1, 2)
         return torch.bmm(emb, flat).view(emb.shape[0], emb.shape[1], *features.shape[2:])
+
+    def prepare_mask(
+        self, q: torch.Tensor, presence: torch.Tensor, spatial, *, gate: bool
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Set up the full-resolution mask product, optionally with presence gating.
+
+        Gating rule: a query whose presence logit is negative (probability < 0.5) gets its
+        presence logit as the logit of every voxel of the window (the window votes "absent"
+        everywhere) and its dot product is skipped.
+
+        Returns:
+            (per batch item: mask embeddings [n_active, C]; per batch item: active query indices;
+            logits [B, N, *spatial] with the gated entries already filled).
+        """
+        b, n = presence.shape
+        logits = torch.empty((b, n, *spatial), dtype=q.dtype, device=q.device)
+        embs, actives = [], []
+        for i in range(b):
+            active = torch.nonzero(presence[i] >= 0).flatten() if gate else torch.arange(n, device=q.device)
+            if gate:
+                absent = torch.nonzero(presence[i] < 0).flatten()
+                logits[i, absent] = presence[i, absent].view(-1, *([1] * len(spatial)))
+            embs.append(self.mask_heads[0](q[i, active]))
+            actives.append(active)
+        return embs, actives, logits
+
+    def gated_logits(self, image: torch.Tensor, queries: torch.Tensor) -> SATOutput:
+        """Inference forward with presence gating (see :meth:`prepare_mask`); no deep supervision."""
+        self.check_image(image)
+        skips = self.backbone.encode(image)
+        q, presence = self.decode_queries(skips, queries)
+        feats = self.backbone.decode(skips)[0]
+        del skips
+        embs, actives, logits = self.prepare_mask(q, presence, feats.shape[2:], gate=True)
+        for i, (emb, idx) in enumerate(zip(embs, actives, strict=True)):
+            if len(idx):
+                logits[i, idx] = self.mask_logits_from(feats[i: i + 1], emb[None])[0]
+        return SATOutput(logits=logits, presence=presence)
 
     # -- forward --------------------------------------------------------------------------
     def forward(

@@ -33,6 +33,11 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200]
+
+
 def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -79,7 +84,7 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{path} is not valid JSON ({exc}); re-download or re-save the model") from exc
+        raise WeightsError(f"{path} is not valid JSON ({_one_line(exc)}); re-download or re-save the model") from exc
     if not isinstance(config, dict) or "model" not in config:
         raise WeightsError(f"{path} has no 'model' section; re-save the model with save_pretrained")
     version = config.get("format_version")
@@ -109,21 +114,20 @@ def load_pretrained(
     try:
         model_config = ModelConfig.from_dict(config["model"])
     except (ConfigError, TypeError) as exc:
-        raise WeightsError(f"{folder / CONFIG_NAME} has an invalid model section ({exc}); re-save the model") from exc
+        raise WeightsError(f"{folder / CONFIG_NAME} has an invalid model section ({_one_line(exc)}); re-save the model") from exc
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise WeightsError(f"no {WEIGHTS_NAME} in {folder}; re-download or re-save the model")
     try:
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{weights} is corrupt or truncated ({exc}); re-download or re-save the model") from exc
+        raise WeightsError(f"{weights} is corrupt or truncated ({_one_line(exc)}); re-download or re-save the model") from exc
     with torch.device(device):
         model = SATNet(model_config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
         raise WeightsError(
-            f"{weights} does not match its config.json ({first}); re-save weights and config together"
+            f"{weights} does not match its config.json ({_one_line(exc)}); re-save weights and config together"
         ) from exc
     return model.eval(), config

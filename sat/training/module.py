@@ -48,6 +48,8 @@ class SATSegmentation(L.LightningModule):
         dice_weight, bce_weight, presence_weight, aux_weights: loss weights (see SegmentationLoss).
         seed: torch RNG is reseeded from ``seed`` and the global step at every epoch start (exact resume).
         val_overlap: sliding-window overlap for validation volumes.
+        channels_last: train in the channels-last 3D memory layout (several times faster 3D
+            convolution backward passes on CPU; the saved weights are the same).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class SATSegmentation(L.LightningModule):
         aux_weights: Sequence[float] = (0.5, 0.25),
         seed: int = 0,
         val_overlap: float = 0.25,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         if lr <= 0 or warmup_steps < 0 or not 0 <= min_lr_ratio <= 1:
@@ -81,12 +84,19 @@ class SATSegmentation(L.LightningModule):
         """SATOutput of the network (see :meth:`sat.model.SATNet.forward`)."""
         return self.net(image, queries, query_mask=query_mask)
 
+    def on_fit_start(self) -> None:
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last_3d)
+
     def on_train_epoch_start(self) -> None:
         # a function of the global step, not of Lightning's epoch counters (exact after a resume)
         torch.manual_seed(self.hparams.seed * 100_003 + self.global_step)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.net(batch["image"], batch["queries"], query_mask=batch["query_mask"])
+        image = batch["image"]
+        if self.hparams.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last_3d)
+        out = self.net(image, batch["queries"], query_mask=batch["query_mask"])
         loss, parts = self.loss(out, batch)
         bs = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)

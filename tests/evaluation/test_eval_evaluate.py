@@ -9,7 +9,7 @@ import pytest
 from conftest import box, write_label
 
 from sat.errors import ConfigError, InputError, UnknownTermError
-from sat.evaluation.evaluate import COLUMNS, evaluate
+from sat.evaluation.evaluator import COLUMNS, evaluate
 from sat.evaluation.labels import read_mapping
 
 SHAPE = (20, 16, 10)

@@ -68,7 +68,7 @@ def test_network_round_trip(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_training_and_prediction_on_the_original_grid():
+def test_tiny_training_and_prediction_on_the_original_grid(tmp_path):
     from sat.evaluation.specialist_train import predict_specialist, train_specialist
 
     rng = np.random.default_rng(0)
@@ -78,12 +78,21 @@ def test_tiny_training_and_prediction_on_the_original_grid():
     image = (rng.normal(0, 20, label.shape) + np.where(label > 0, 200.0, -100.0)).astype(np.float32)
     model, plan, history = train_specialist(
         [((image, affine), (label, affine))], names={5: "liver"}, minutes=1.0, target=(3.0, 3.0, 3.0),
-        modality="ct", max_patch_voxels=16**3, max_steps=3,
+        modality="ct", max_patch_voxels=16**3, max_steps=3, checkpoint=tmp_path / "spec",
     )
     assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
     assert plan.values == {0: 0, 1: 5} and plan.labels[1] == "liver"
     labelmap, out_affine = predict_specialist(model, plan, (image, affine))
     assert labelmap.shape == label.shape and np.allclose(out_affine, affine)
     assert set(np.unique(labelmap)) <= {0, 5}
+    # continue training from the checkpoint: same plan, weights start where they stopped
+    saved, _, meta = load_specialist(tmp_path / "spec")
+    assert meta["steps"] == 3
+    again, plan2, history2 = train_specialist([((image, affine), (label, affine))], names={5: "liver"}, minutes=1.0,
+                                              modality="ct", max_steps=1, init=tmp_path / "spec")
+    assert plan2.patch_size == plan.patch_size and len(history2) == 1
+    with pytest.raises(InputError, match="differ"):
+        train_specialist([((image, affine), ((label > 0).astype(np.uint8) * 6, affine))], names={6: "x"},
+                         minutes=0.1, max_steps=1, init=tmp_path / "spec")
     with pytest.raises(InputError, match="no name"):
         train_specialist([((image, affine), (label, affine))], names={1: "x"}, minutes=0.1, max_steps=1)

@@ -63,11 +63,27 @@ def test_predict_rejects_bad_input(net):
 
 
 def test_gate_by_presence_rule():
-    logits = torch.tensor([[[3.0, -1.0, 0.5], [3.0, -1.0, 0.5]]])  # [B=1, N=2, 3 voxels]
+    logits = torch.tensor([[[3.0, -3.0, 0.5], [3.0, -3.0, 0.5]]])  # [B=1, N=2, 3 voxels]
     presence = torch.tensor([[-2.0, 1.0]])
     gated = gate_by_presence(logits, presence)
-    assert gated[0, 0].tolist() == [-2.0, -2.0, -2.0]  # absent: every voxel <= presence < 0
-    assert gated[0, 1].tolist() == [3.0, -1.0, 0.5]  # present: unchanged
+    assert gated[0, 0].tolist() == [-2.0, -2.0, -2.0]  # absent: every voxel gets the presence logit
+    assert gated[0, 1].tolist() == [3.0, -3.0, 0.5]  # present: unchanged
+
+
+def test_gated_forward_matches_rule_and_skips_absent(net):
+    image, q = torch.randn(2, 1, 16, 16, 16), torch.randn(6, 12)
+    with torch.no_grad():
+        out = net(image, q)
+        gated = net.gated_logits(image, q)
+    assert (out.presence < 0).any() and (out.presence >= 0).any()  # both branches exercised
+    torch.testing.assert_close(gated.logits, gate_by_presence(out.logits, out.presence), atol=1e-5, rtol=1e-5)
+
+
+def test_predict_lean_path_equals_plain(net):
+    image, q = torch.randn(1, 1, 26, 20, 18), torch.randn(4, 12)
+    plain = predict(net, image, q, lean=False)
+    lean = predict(net, image, q, lean=True)
+    torch.testing.assert_close(lean, plain, atol=1e-4, rtol=1e-4)
 
 
 def test_absent_structure_gives_empty_mask():

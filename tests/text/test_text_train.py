@@ -38,7 +38,7 @@ def test_resume_without_checkpoint_fails(tmp_path, tiny_tree):
 
 @pytest.mark.slow
 def test_train_resume_and_export(tmp_path, tiny_tree):
-    common = {"tree": tiny_tree, "steps_per_epoch": 2, "concepts_per_batch": 8, "val_every_n_epochs": 1, "progress": False}
+    common = {"tree": tiny_tree, "steps_per_epoch": 2, "concepts_per_batch": 8, "val_every_n_epochs": 2, "progress": False}
     first = train_text_encoder(out_dir=tmp_path, max_steps=4, **common)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

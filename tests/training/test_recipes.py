@@ -32,6 +32,7 @@ def test_recipe_sections_use_known_arguments(name):
     checkpoints = [c for c in recipe["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
     assert checkpoints and checkpoints[0]["init_args"]["dirpath"] and checkpoints[0]["init_args"]["save_last"]
     assert checkpoints[0]["init_args"]["save_on_train_epoch_end"]  # epoch-aligned: exact resume
+    assert checkpoints[0]["init_args"]["save_top_k"] != 0  # Lightning writes no last.ckpt with save_top_k=0
 
 
 @pytest.mark.parametrize(("name", "preset", "nodes"), [("nano.yaml", "sat-nano", 1), ("pro.yaml", "sat-pro", 4)])
