@@ -88,6 +88,9 @@ def predict_sat(data: Path, work: Path, model_name: str, *, overlap: float) -> t
     for case in CASES:
         concepts = sorted(set(read_mapping(card(case["dataset"])).values()))
         prompts = [c for c in concepts if not trained or c in trained]
+        if not prompts:
+            log.warning("SAT model knows none of the classes of %s: its case counts as missing", case["dataset"])
+            continue
         start = time.perf_counter()
         seg = segmenter.segment(data / case["image"], prompts, overlap=overlap)
         seconds = time.perf_counter() - start

@@ -297,22 +297,24 @@ def _to_input_grid(logits: list[torch.Tensor], plans: list[_Plan], record, thres
     return crops, labelmap
 
 
-def _threshold_and_label(logits: list[torch.Tensor], threshold: float, *, chunk_voxels: int = 2**18):
+def _threshold_and_label(logits: list[torch.Tensor], threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Model-space masks ``[N, X', Y', Z']`` bool and labelmap (1..N, most probable prompt; ties: first).
 
-    Works on slabs of the first axis so at most ``chunk_voxels * N`` float32 values exist at once.
+    Plain numpy, one prompt at a time (single-threaded: no thread hand-offs on a busy CPU).
     """
-    cut = math.log(threshold / (1.0 - threshold))  # sigmoid(x) > t  <=>  x > logit(t)
+    cut = np.float32(math.log(threshold / (1.0 - threshold)))  # sigmoid(x) > t  <=>  x > logit(t)
     shape = tuple(logits[0].shape)
     masks = np.zeros((len(logits), *shape), dtype=bool)
     labels = np.zeros(shape, dtype=np.uint8 if len(logits) < 256 else np.uint16)
-    step = max(1, chunk_voxels // max(1, shape[1] * shape[2]))
-    for start in range(0, shape[0], step):
-        part = torch.stack([x[start : start + step].float().cpu() for x in logits])
-        inside = part > cut
-        best, index = part.masked_fill(~inside, -math.inf).max(dim=0)
-        masks[:, start : start + step] = inside.numpy()
-        labels[start : start + step] = torch.where(best > -math.inf, index + 1, 0).numpy()
+    best = np.full(shape, -np.inf, dtype=np.float32)
+    win = np.empty(shape, dtype=bool)
+    for value, logit in enumerate(logits, start=1):
+        x = logit.detach().cpu().numpy()
+        np.greater(x, cut, out=masks[value - 1])
+        np.greater(x, best, out=win)
+        win &= masks[value - 1]
+        np.copyto(best, x, where=win, casting="unsafe")
+        labels[win] = value
     return masks, labels
 
 

@@ -1,7 +1,8 @@
 """The result of a segmentation: one mask per prompt and a label map, on the input's own grid.
 
-Masks are kept cropped to their bounding box (a 512x512x300 CT with 60 prompts does not
-hold 60 full-size arrays); ``seg[prompt]`` returns the full-size bool array.
+Masks are stored compactly (cropped to their bounding box, or, from :func:`sat.segment`, in
+model space with an exact lookup onto the input grid): a 512x512x300 CT with 60 prompts does
+not hold 60 full-size arrays. ``seg[prompt]`` builds the full-size bool array on access.
 
 Example:
     >>> import numpy as np

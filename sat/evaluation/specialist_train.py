@@ -96,6 +96,20 @@ def _ds_loss(loss_fn, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return loss_fn(out, target)
 
 
+def _step(model, opt, loss_fn, prepared: list, patch: Sequence[int], rng: np.random.Generator, batch_size: int):
+    """One optimisation step on a batch of random patches (intensity scale/shift augmentation)."""
+    batch = [_sample(*prepared[rng.integers(len(prepared))], patch, rng) for _ in range(batch_size)]
+    x = torch.stack([b[0] for b in batch])
+    x = x * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.1, 0.1))
+    y = torch.stack([b[1] for b in batch])[:, None]
+    loss = _ds_loss(loss_fn, model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+    opt.step()
+    return loss.detach()
+
+
 def _channel_table(labels: Sequence[torch.Tensor], names: Mapping[int, str]) -> tuple[dict[int, int], dict[int, str]]:
     present = sorted({int(v) for lab in labels for v in torch.unique(lab).tolist() if v > 0})
     unnamed = [v for v in present if v not in names]
@@ -162,15 +176,7 @@ def train_specialist(
     while (elapsed := time.monotonic() - start) < budget and (max_steps is None or step < max_steps):
         for group in opt.param_groups:
             group["lr"] = lr * (1 - min(elapsed / budget, 0.99)) ** 0.9
-        batch = [_sample(*prepared[rng.integers(len(prepared))], plan.patch_size, rng) for _ in range(batch_size)]
-        x = torch.stack([b[0] for b in batch])
-        x = x * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.1, 0.1))
-        y = torch.stack([b[1] for b in batch])[:, None]
-        loss = _ds_loss(loss_fn, model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-        opt.step()
+        loss = _step(model, opt, loss_fn, prepared, plan.patch_size, rng, batch_size)
         step += 1
         history.append({"step": step, "seconds": round(elapsed, 1), "loss": float(loss.detach())})
         if step % 20 == 0:

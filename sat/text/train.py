@@ -64,7 +64,7 @@ def _trainer(out_dir: Path, *, max_steps: int, val_every: int, progress: bool):
     from lightning.pytorch.loggers import CSVLogger
 
     checkpoint = ModelCheckpoint(
-        dirpath=out_dir / "checkpoints", every_n_epochs=1, save_last=True, save_top_k=0, save_on_train_epoch_end=True
+        dirpath=out_dir / "checkpoints", every_n_epochs=1, save_last=True, save_top_k=1, save_on_train_epoch_end=True
     )
     return L.Trainer(
         accelerator="cpu",
