@@ -69,13 +69,21 @@ def _spawn(variant: str, args: argparse.Namespace, out: str) -> dict:
 
 
 def _max_abs_diff(a_path: Path, b_path: Path) -> float:
+    return _compare(a_path, b_path)["max_abs_diff"]
+
+
+def _compare(a_path: Path, b_path: Path) -> dict:
+    """Max |a - b|, max |b| and how many voxels change side of the 0 threshold."""
     import numpy as np
 
     a, b = np.load(a_path, mmap_mode="r"), np.load(b_path, mmap_mode="r")
-    worst = 0.0
+    worst, scale, flips = 0.0, 0.0, 0
     for i in range(a.shape[0]):
-        worst = max(worst, float(np.abs(a[i].astype(np.float64) - b[i]).max()))
-    return worst
+        ai, bi = np.asarray(a[i]), np.asarray(b[i])
+        worst = max(worst, float(np.abs(ai.astype(np.float64) - bi).max()))
+        scale = max(scale, float(np.abs(bi).max()))
+        flips += int(((ai > 0) != (bi > 0)).sum())
+    return {"max_abs_diff": worst, "max_abs_reference": scale, "mask_voxels_differing": flips}
 
 
 def main() -> int:
@@ -97,7 +105,10 @@ def main() -> int:
         results["lean"] = _spawn("lean", args, tmp)
         if not args.skip_reference:
             results["plain"] = _spawn("plain", args, tmp)
-            results["max_abs_diff_logits"] = _max_abs_diff(Path(tmp) / "lean.npy", Path(tmp) / "plain.npy")
+            cmp = _compare(Path(tmp) / "lean.npy", Path(tmp) / "plain.npy")
+            results["max_abs_diff_logits"] = cmp["max_abs_diff"]
+            results["max_abs_logit"] = cmp["max_abs_reference"]
+            results["mask_voxels_differing"] = cmp["mask_voxels_differing"]
             results["max_abs_diff_presence"] = _max_abs_diff(
                 Path(tmp) / "lean_presence.npy", Path(tmp) / "plain_presence.npy")
     lean = results["lean"]

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from sat.data.sampling import Case, EpochSampler, PatchDataset, QueryTable, case_weights, choose_queries
+from sat.data.sampling import (
+    Case,
+    EpochSampler,
+    PatchDataset,
+    QueryTable,
+    case_weights,
+    choose_queries,
+)
 from sat.errors import ConfigError, InputError
 
 CONCEPTS = ("liver", "spleen", "aorta", "brain")

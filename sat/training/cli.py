@@ -6,6 +6,7 @@ Examples::
     sat train seg train/tiny-cpu.yaml
     sat train seg train/tiny-cpu.yaml --resume
     sat train seg train/tiny-cpu.yaml trainer.max_steps=50 data.batch_size=1
+    sat train seg train/tiny-cpu.yaml --resume --set trainer.max_steps=800
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     seg.add_argument("recipe", help="recipe YAML, e.g. train/tiny-cpu.yaml")
     seg.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                      help="recipe overrides with dotted names, e.g. trainer.max_steps=20")
+    seg.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE", dest="more",
+                     help="one more override (repeatable; may follow other options)")
     seg.add_argument("--resume", action="store_true", help="continue from the recipe's last checkpoint")
     seg.add_argument("--export", metavar="DIR", help="also export the final model (safetensors + config.json)")
     seg.set_defaults(func=_seg)
@@ -59,7 +62,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def _seg(args: argparse.Namespace) -> int:
     from sat.training.run import train_segmentation
 
-    cli = train_segmentation(args.recipe, overrides=args.overrides, resume=args.resume, export=args.export)
+    overrides = [*args.overrides, *args.more]
+    cli = train_segmentation(args.recipe, overrides=overrides, resume=args.resume, export=args.export)
     trainer = cli.trainer
     if trainer.is_global_zero:
         print(f"trained {trainer.global_step} steps; checkpoints in {trainer.default_root_dir}")

@@ -24,6 +24,8 @@ def test_train_seg_errors(tmp_path, toy_cache, capsys):
     recipe = write_recipe(tmp_path / "r.yaml", toy_cache, tmp_path / "run")
     assert main(["train", "seg", str(recipe), "trainer.max_steps"]) == 1
     assert "key=value" in capsys.readouterr().err
+    assert main(["train", "seg", str(recipe), "--resume", "--set", "trainer.max_steps"]) == 1
+    assert "key=value" in capsys.readouterr().err
     assert main(["train", "seg", str(recipe), "--resume"]) == 1
     assert "cannot resume" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="invalid recipe"):
