@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench lint terms clean
+.PHONY: install test test-fast demo bench evaluate lint terms clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+evaluate: $(STAMP)
+	$(PY) evaluate/run_comparison.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sat tests benchmarks
