@@ -113,7 +113,7 @@ def _timeit(fn) -> float:
 
 
 def _child(spec: dict) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--case", json.dumps(spec)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, __file__, "--case", json.dumps(spec)], capture_output=True, encoding="utf-8", errors="replace")
     if done.returncode != 0:
         raise RuntimeError(f"case {spec['name']} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

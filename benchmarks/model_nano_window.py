@@ -62,7 +62,7 @@ def _spawn(variant: str, args: argparse.Namespace, out: str) -> dict:
     cmd = [sys.executable, __file__, "--child", variant, "--out", out, "--preset", args.preset,
            "--queries", str(args.queries), "--threads", str(args.threads), "--slab", str(args.slab),
            "--window", *map(str, args.window)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace")
     if done.returncode:
         sys.exit(f"{variant} run failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

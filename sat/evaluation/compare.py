@@ -39,7 +39,13 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
 
 
 def compare(
-    results: pd.DataFrame, *, a: str, b: str, metrics: tuple[str, ...] = ("dice", "nsd"), by: str = "concept"
+    results: pd.DataFrame,
+    *,
+    a: str,
+    b: str,
+    metrics: tuple[str, ...] = ("dice", "nsd"),
+    by: str = "concept",
+    reference_present: bool = True,
 ) -> pd.DataFrame:
     """Per-``by`` table of method ``a`` vs ``b`` on the (dataset, case, class) rows both evaluated.
 
@@ -47,7 +53,11 @@ def compare(
     ``evaluate`` skipped them) are scored 1 for the other method, the empty-mask convention.
     Columns: dataset, ``by``, n (paired cases), ``<m>_<a>``, ``<m>_<b>``, ``<m>_diff`` (a - b, mean
     of paired differences), ``<m>_diff_ci_low/high`` (95% bootstrap), and a final "mean" row over classes.
+    With ``reference_present`` (default) only classes present in the reference are compared, so
+    structures outside a case's field of view neither inflate nor deflate the means.
     """
+    if reference_present and "gt_voxels" in results.columns:
+        results = results.loc[results["gt_voxels"] > 0]
     methods = set(results["method"])
     for name in (a, b):
         if name not in methods:

@@ -143,7 +143,7 @@ def test_latency(tree: sk.KnowledgeTree) -> None:
 
 def test_no_torch_import() -> None:
     code = "import sys, sat.knowledge as k; k.load().resolve('liver'); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True)
     assert out.stdout.strip() == "False"
 
 

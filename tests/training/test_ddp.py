@@ -48,7 +48,7 @@ SCRIPT = textwrap.dedent('''
 def test_ddp_two_cpu_ranks(tmp_path, toy_cache):
     script = tmp_path / "ddp_run.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path), cache=str(toy_cache)))
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
