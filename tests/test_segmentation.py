@@ -10,7 +10,8 @@ import pytest
 
 import sat.io
 from sat.errors import InputError
-from sat.segmentation import Label, Segmentation, _to_ras
+from sat.overlay import _to_ras
+from sat.segmentation import Label, Segmentation
 
 AFFINE = np.array([[-2.0, 0, 0, 50], [0, -2.0, 0, 40], [0, 0, 3.0, -10], [0, 0, 0, 1]])
 

@@ -1,0 +1,164 @@
+"""Model-space decisions mapped exactly onto the input grid (nearest), without N full-size arrays.
+
+Used by :mod:`sat.api`: threshold the per-prompt logits, resolve overlaps by highest
+probability, invert the label map once, and keep each mask in model space until accessed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["to_input_grid"]
+
+
+def to_input_grid(logits: list[torch.Tensor], plans: Sequence[Any], record, threshold: float):
+    """Threshold in model space, resolve overlaps by highest probability, invert (nearest) to the input grid.
+
+    Nearest inversion is exact (each input voxel takes the decision of the model voxel that
+    contains its centre, so masks and labelmap agree voxel for voxel) and cheap: one
+    inversion of the labelmap; masks stay in model space (voxel counts computed there) and
+    are gathered onto the input grid, inside their bounding box, only when accessed.
+    """
+    from sat.preprocess import invert
+
+    masks, model_labels = _threshold_and_label(logits, threshold)
+    labelmap = invert(model_labels, record, mode="nearest")
+    lookup = _NearestLookup.build(record, labelmap, model_labels)
+    crops = {}
+    for plan, mask in zip(plans, masks, strict=True):
+        crops[plan.prompt] = _LazyMask(mask, lookup) if lookup else _crop_full(invert(mask, record, mode="nearest"))
+    return crops, labelmap
+
+
+def _threshold_and_label(logits: list[torch.Tensor], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Model-space masks ``[N, X', Y', Z']`` bool and labelmap (1..N, most probable prompt; ties: first).
+
+    Plain numpy, one prompt at a time (single-threaded: no thread hand-offs on a busy CPU).
+    """
+    cut = np.float32(math.log(threshold / (1.0 - threshold)))  # sigmoid(x) > t  <=>  x > logit(t)
+    shape = tuple(logits[0].shape)
+    masks = np.zeros((len(logits), *shape), dtype=bool)
+    labels = np.zeros(shape, dtype=np.uint8 if len(logits) < 256 else np.uint16)
+    best = np.full(shape, -np.inf, dtype=np.float32)
+    win = np.empty(shape, dtype=bool)
+    for value, logit in enumerate(logits, start=1):
+        x = logit.detach().cpu().numpy()
+        np.greater(x, cut, out=masks[value - 1])
+        np.greater(x, best, out=win)
+        win &= masks[value - 1]
+        np.copyto(best, x, where=win, casting="unsafe")
+        labels[win] = value
+    return masks, labels
+
+
+def _crop_full(mask: np.ndarray):
+    from sat.segmentation import _Crop
+
+    return _Crop(mask)
+
+
+class _NearestLookup:
+    """For each input axis: the model axis it comes from and the model index of every input voxel.
+
+    Built by inverting a probe (the linear index of every model voxel) with
+    ``preprocess.invert(mode="nearest")`` and checked by rebuilding the inverted labelmap,
+    so it reproduces ``invert`` exactly; masks are then gathered inside their bounding box.
+    """
+
+    def __init__(self, axes: list[int], index: list[np.ndarray]) -> None:
+        self.axes, self.index = axes, index  # index: int64 per input axis, -1 outside a crop
+
+    @classmethod
+    def build(cls, record, labelmap: np.ndarray, model_labels: np.ndarray) -> _NearestLookup | None:
+        from sat.preprocess import invert
+
+        shape = tuple(int(n) for n in record.model_shape)
+        if math.prod(shape) >= 2**31 - 1:
+            return None
+        probe = invert(np.arange(1, math.prod(shape) + 1, dtype=np.int32).reshape(shape), record, mode="nearest")
+        first = int(np.argmax(probe.reshape(-1) > 0))
+        if probe.reshape(-1)[first] <= 0:
+            return None
+        point = np.unravel_index(first, probe.shape)
+        axes, lines = [], []
+        for a in range(3):
+            line = probe[tuple(slice(None) if i == a else point[i] for i in range(3))].astype(np.int64)
+            coords = np.unravel_index(np.maximum(line - 1, 0), shape)
+            varying = [k for k in range(3) if np.unique(coords[k][line > 0]).size > 1]
+            axes.append(varying[0] if len(varying) == 1 else -1)
+            lines.append((coords, line))
+        del probe
+        missing = sorted(set(range(3)) - set(axes))
+        axes = [k if k >= 0 else missing.pop(0) for k in axes]
+        if sorted(axes) != [0, 1, 2]:
+            return None
+        index = [np.where(line > 0, coords[k], -1) for (coords, line), k in zip(lines, axes, strict=True)]
+        lookup = cls(axes, index)
+        full = tuple(slice(0, len(i)) for i in index)
+        if not np.array_equal(lookup.gather(model_labels, full), labelmap):
+            log.debug("nearest lookup does not reproduce preprocess.invert; inverting each mask instead")
+            return None
+        return lookup
+
+    def gather(self, model_array: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
+        """``model_array`` sampled at the input voxels of ``box`` (0 outside a crop)."""
+        ii = [self.index[a][box[a]] for a in range(3)]
+        by_model = [None, None, None]
+        for a, k in enumerate(self.axes):
+            by_model[k] = np.maximum(ii[a], 0)
+        data = model_array[np.ix_(*by_model)].transpose(self.axes)
+        outside = [i < 0 for i in ii]
+        if any(o.any() for o in outside):
+            keep = ~outside[0][:, None, None] & ~outside[1][None, :, None] & ~outside[2][None, None, :]
+            data = data * keep.astype(data.dtype)
+        return data
+
+    def box(self, mask: np.ndarray) -> tuple[slice, ...] | None:
+        """Input-grid bounding box of the voxels reading a model-space bool mask (None: empty)."""
+        box = []
+        for a, k in enumerate(self.axes):
+            hits = np.flatnonzero(mask.any(axis=tuple(i for i in range(3) if i != k)))
+            if hits.size == 0:
+                return None
+            sel = np.flatnonzero((self.index[a] >= hits[0]) & (self.index[a] <= hits[-1]))
+            if sel.size == 0:
+                return None
+            box.append(slice(int(sel[0]), int(sel[-1]) + 1))
+        return tuple(box)
+
+    def count(self, mask: np.ndarray) -> int:
+        """Exact number of input voxels in the inverted mask, computed in model space."""
+        counts = [None, None, None]
+        for a, k in enumerate(self.axes):
+            idx = self.index[a]
+            counts[k] = np.bincount(idx[idx >= 0], minlength=mask.shape[k]).astype(np.int64)
+        return int(np.einsum("ijk,i,j,k->", mask.astype(np.int64), *counts, optimize=True))
+
+    def paint(self, mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """The full input-grid bool mask (gathered inside its bounding box only)."""
+        out = np.zeros(shape, dtype=bool)
+        box = self.box(mask)
+        if box is not None:
+            out[box] = self.gather(mask, box)
+        return out
+
+
+class _LazyMask:
+    """A mask kept in model space; the input-grid array is built on access (exact, see _NearestLookup)."""
+
+    __slots__ = ("mask", "lookup", "voxels")
+
+    def __init__(self, mask: np.ndarray, lookup: _NearestLookup) -> None:
+        self.mask, self.lookup = mask, lookup
+        self.voxels = lookup.count(mask)
+
+    def full(self, shape: tuple[int, ...]) -> np.ndarray:
+        return self.lookup.paint(self.mask, shape)
