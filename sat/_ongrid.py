@@ -59,6 +59,17 @@ def _threshold_and_label(logits: list[torch.Tensor], threshold: float) -> tuple[
     return masks, labels
 
 
+def _model_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of a 3D bool mask (None when empty)."""
+    box = []
+    for k in range(3):
+        hits = np.flatnonzero(mask.any(axis=tuple(i for i in range(3) if i != k)))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
 def _crop_full(mask: np.ndarray):
     from sat.segmentation import _Crop
 
@@ -75,6 +86,7 @@ class _NearestLookup:
 
     def __init__(self, axes: list[int], index: list[np.ndarray]) -> None:
         self.axes, self.index = axes, index  # index: int64 per input axis, -1 outside a crop
+        self._counts: list[np.ndarray] | None = None  # per model axis: input voxels per model index
 
     @classmethod
     def build(cls, record, labelmap: np.ndarray, model_labels: np.ndarray) -> _NearestLookup | None:
@@ -123,24 +135,30 @@ class _NearestLookup:
 
     def box(self, mask: np.ndarray) -> tuple[slice, ...] | None:
         """Input-grid bounding box of the voxels reading a model-space bool mask (None: empty)."""
+        model_box = _model_box(mask)
+        if model_box is None:
+            return None
         box = []
         for a, k in enumerate(self.axes):
-            hits = np.flatnonzero(mask.any(axis=tuple(i for i in range(3) if i != k)))
-            if hits.size == 0:
-                return None
-            sel = np.flatnonzero((self.index[a] >= hits[0]) & (self.index[a] <= hits[-1]))
+            lo, hi = model_box[k].start, model_box[k].stop - 1
+            sel = np.flatnonzero((self.index[a] >= lo) & (self.index[a] <= hi))
             if sel.size == 0:
                 return None
             box.append(slice(int(sel[0]), int(sel[-1]) + 1))
         return tuple(box)
 
     def count(self, mask: np.ndarray) -> int:
-        """Exact number of input voxels in the inverted mask, computed in model space."""
-        counts = [None, None, None]
-        for a, k in enumerate(self.axes):
-            idx = self.index[a]
-            counts[k] = np.bincount(idx[idx >= 0], minlength=mask.shape[k]).astype(np.int64)
-        return int(np.einsum("ijk,i,j,k->", mask.astype(np.int64), *counts, optimize=True))
+        """Exact number of input voxels in the inverted mask, computed in model space (inside its box)."""
+        box = _model_box(mask)
+        if box is None:
+            return 0
+        if self._counts is None:
+            self._counts = [np.empty(0, np.int64)] * 3
+            for a, k in enumerate(self.axes):
+                idx = self.index[a]
+                self._counts[k] = np.bincount(idx[idx >= 0], minlength=mask.shape[k]).astype(np.int64)
+        counts = [c[b] for c, b in zip(self._counts, box, strict=True)]
+        return int(np.einsum("ijk,i,j,k->", mask[box].astype(np.int64), *counts, optimize=True))
 
     def paint(self, mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """The full input-grid bool mask (gathered inside its bounding box only)."""

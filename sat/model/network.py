@@ -138,17 +138,24 @@ class SATNet(nn.Module):
         return embs, actives, logits
 
     def gated_logits(self, image: torch.Tensor, queries: torch.Tensor) -> SATOutput:
-        """Inference forward with presence gating (see :meth:`prepare_mask`); no deep supervision."""
+        """Inference forward with presence gating (rule of :meth:`prepare_mask`); no deep supervision.
+
+        One ``bmm`` per batch writes the gated logits once: an absent query's mask embedding
+        is zeroed and its presence logit becomes the weight of an extra constant feature
+        channel (the bias), so no indexed copies and no separate bias pass are needed.
+        """
         self.check_image(image)
         skips = self.backbone.encode(image)
         q, presence = self.decode_queries(skips, queries)
         feats = self.backbone.decode(skips)[0]
         del skips
-        embs, actives, logits = self.prepare_mask(q, presence, feats.shape[2:], gate=True)
-        for i, (emb, idx) in enumerate(zip(embs, actives, strict=True)):
-            if len(idx):
-                logits[i, idx] = self.mask_logits_from(feats[i: i + 1], emb[None])[0]
-        return SATOutput(logits=logits, presence=presence)
+        absent = (presence < 0).unsqueeze(-1)  # [B, N, 1]
+        emb = self.mask_heads[0](q).masked_fill(absent, 0.0)
+        bias = presence.unsqueeze(-1).masked_fill(~absent, 0.0)
+        b, c = feats.shape[:2]
+        flat = torch.cat([feats.reshape(b, c, -1), feats.new_ones(b, 1, feats[0, 0].numel())], dim=1)
+        logits = torch.bmm(torch.cat([emb, bias], dim=-1).to(flat.dtype), flat)
+        return SATOutput(logits=logits.view(b, emb.shape[1], *feats.shape[2:]), presence=presence)
 
     # -- forward --------------------------------------------------------------------------
     def forward(

@@ -1,7 +1,7 @@
 """Ship the text encoder small: only what differs from the PyPI base.
 
 A delta directory holds ``delta.safetensors`` (the tuned top transformer
-layer(s), projection, modality and side vectors) and ``config.json``
+layer(s), projection, modality and side vectors, stored as float16) and ``config.json``
 (``format_version``, base name, base fingerprint, encoder settings, training
 facts). Loading = base from its package + the delta.
 """
@@ -68,7 +68,8 @@ def save_delta(encoder: TextEncoder, directory: str | Path, *, extra: dict[str, 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = encoder.state_dict()
-    tensors = {k: state[k].detach().cpu().contiguous().clone() for k in encoder.delta_keys()}
+    # float16 on disk (loading casts back to the float32 parameters): two tuned layers fit in 10 MB
+    tensors = {k: state[k].detach().cpu().to(torch.float16).contiguous() for k in encoder.delta_keys()}
     size = sum(t.numel() * t.element_size() for t in tensors.values())
     if size > MAX_DELTA_BYTES:
         raise WeightsError(f"text delta is {size / 2**20:.1f} MB > 10 MB; tune fewer layers (tuned_layers)")

@@ -206,16 +206,22 @@ class TextEncoder(nn.Module):
 
     def bottom(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Frozen part: token states after the first ``split`` layers, [B, T, H]."""
-        out = self.bert(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        return out.hidden_states[self.split]
+        hidden = self.bert.embeddings(input_ids=input_ids)
+        mask = self._attention_mask(hidden, attention_mask)
+        for layer in self.bert.encoder.layer[: self.split]:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def _attention_mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=self.bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
 
     def top(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, *, side: torch.Tensor, modality: torch.Tensor
     ) -> torch.Tensor:
         """Tuned part: layer states [B,T,H] -> embeddings [B, D]; side/modality are int64 [B] (0 = none)."""
-        from transformers.masking_utils import create_bidirectional_mask
-
-        mask = create_bidirectional_mask(config=self.bert.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        mask = self._attention_mask(hidden, attention_mask)
         for layer in self.bert.encoder.layer[self.split :]:
             hidden = layer(hidden, mask)
         return self.head(mean_pool(hidden, attention_mask), side=side, modality=modality)

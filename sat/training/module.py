@@ -38,6 +38,20 @@ def dice_scores(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total)).float()
 
 
+def _initialise(net: nn.Module, name_or_dir: str, net_config: dict | None) -> None:
+    """Copy the weights of a saved model into ``net`` (ConfigError when the architectures differ)."""
+    from sat.api import model_dir
+    from sat.model import load_pretrained
+
+    source, config = load_pretrained(model_dir(name_or_dir))
+    if net_config is not None and config["model"] != net_config:
+        differ = sorted(k for k in net_config if config["model"].get(k) != net_config[k])
+        raise ConfigError(f"init_from {name_or_dir!r} has another architecture (differs in {differ}); "
+                          "use the same model config as the saved model")
+    net.load_state_dict({k: v.float() for k, v in source.state_dict().items()}, strict=True)
+    log.info("network initialised from %s", name_or_dir)
+
+
 class SATSegmentation(L.LightningModule):
     """LightningModule training a :class:`~sat.model.SATNet` on query/patch batches.
 
@@ -50,6 +64,8 @@ class SATSegmentation(L.LightningModule):
         val_overlap: sliding-window overlap for validation volumes.
         channels_last: train in the channels-last 3D memory layout (several times faster 3D
             convolution backward passes on CPU; the saved weights are the same).
+        init_from: a saved model folder or shipped model name (safetensors + config.json) whose
+            weights initialise ``net`` (fine-tuning); the architectures must be identical.
     """
 
     def __init__(
@@ -67,6 +83,7 @@ class SATSegmentation(L.LightningModule):
         seed: int = 0,
         val_overlap: float = 0.25,
         channels_last: bool = True,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if lr <= 0 or warmup_steps < 0 or not 0 <= min_lr_ratio <= 1:
@@ -74,6 +91,8 @@ class SATSegmentation(L.LightningModule):
         self.net = net
         config = getattr(net, "config", None)
         net_config = config.to_dict() if hasattr(config, "to_dict") else None
+        if init_from is not None:
+            _initialise(net, init_from, net_config)
         self.save_hyperparameters(ignore=["net"])
         self.hparams["net_config"] = net_config
         self.loss = SegmentationLoss(

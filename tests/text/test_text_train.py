@@ -15,8 +15,13 @@ RECIPE = Path(__file__).resolve().parents[2] / "train" / "text.yaml"
 
 
 def test_shipped_recipe_is_valid():
+    from sat.text.delta import read_config, resource_dir
+
     recipe = load_recipe(RECIPE)
-    assert recipe["tuned_layers"] == 1 and recipe["holdout_fraction"] == 0.15
+    shipped = read_config(resource_dir("default"))
+    assert recipe["holdout_fraction"] == 0.15 == shipped["training"]["holdout_fraction"]
+    assert recipe["tuned_layers"] == shipped["tuned_layers"]  # the shipped delta came from this recipe
+    assert recipe["max_steps"] == shipped["training"]["trained_steps"]
 
 
 @pytest.mark.parametrize(("content", "match"), [("max_steps: [", "not valid YAML"), ("- 1\n", "mapping"), ("epochs: 3\n", "unknown keys")])

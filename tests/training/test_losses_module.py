@@ -135,3 +135,14 @@ def test_export_round_trip(tmp_path):
         assert torch.allclose(a, b, atol=2e-3, rtol=1e-2), k
     with pytest.raises(WeightsError):
         export_checkpoint(tmp_path / "none.ckpt", tmp_path / "x", concepts=[], text_encoder="base")
+
+
+def test_init_from_saved_model_copies_weights_and_checks_architecture(tmp_path):
+    torch.manual_seed(0)
+    source = export_model(build_model(TINY_NET), tmp_path / "m", concepts=list(CONCEPTS), text_encoder="base")
+    saved, _ = load_pretrained(source)
+    module = SATSegmentation(build_model(TINY_NET), init_from=str(source))
+    for (k, a), b in zip(saved.state_dict().items(), module.net.state_dict().values(), strict=True):
+        assert torch.equal(a.float(), b), k
+    with pytest.raises(ConfigError, match="another architecture"):
+        SATSegmentation(build_model({**TINY_NET, "query_dim": 16}), init_from=str(source))
