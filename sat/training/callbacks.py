@@ -104,6 +104,7 @@ class ExportOnEnd(L.Callback):
         for cb in trainer.callbacks:
             if isinstance(cb, Throughput):
                 training = cb.summary(trainer)
+        training["init_from"] = pl_module.hparams.get("init_from")
         out = export_model(
             pl_module.net, self.directory, concepts=dm.concepts, text_encoder=dm.hparams.text_encoder,
             half=self.half, extra={"training": training},
