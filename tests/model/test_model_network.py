@@ -110,4 +110,4 @@ def test_config_round_trip_and_errors():
 def test_estimate_flops_grows_with_queries_and_window():
     base = estimate_flops("sat-tiny")
     assert estimate_flops("sat-tiny", queries=61) > base
-    assert estimate_flops("sat-tiny", window=(64, 64, 64)) < base
+    assert estimate_flops("sat-tiny", window=(32, 32, 32)) < base < estimate_flops("sat-tiny", window=(64, 64, 64))

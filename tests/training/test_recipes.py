@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,7 @@ def test_tiny_cpu_recipe_runs_on_cpu_and_exports_the_shipped_model():
     exports = [c for c in recipe["trainer"]["callbacks"] if c["class_path"].endswith("ExportOnEnd")]
     assert exports[0]["init_args"]["directory"] == "sat/resources/models/sat-tiny"
     assert recipe["data"]["text_encoder"] in ("base", "default")
+    config = ModelConfig.from_dict(recipe["model"]["net"]["init_args"]["config"])
+    assert config == PRESETS["sat-tiny"]  # the preset, the recipe and the shipped network agree
+    shipped = json.loads((TRAIN.parent / "sat/resources/models/sat-tiny/config.json").read_text(encoding="utf-8"))
+    assert ModelConfig.from_dict(shipped["model"]) == config
