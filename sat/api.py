@@ -222,6 +222,7 @@ class Segmenter:
         modality: str | None = None,
         overlap: float = 0.25,
         threshold: float = 0.5,
+        presence_gating: bool = True,
         progress: bool = False,
     ) -> Segmentation:
         """Segment ``prompts`` in ``image``.
@@ -233,6 +234,8 @@ class Segmenter:
             modality: ``"ct" | "mr" | "pet"``; default: the volume's (DICOM tag or intensity guess).
             overlap: sliding-window overlap in [0, 1).
             threshold: probability above which a voxel is in a mask, in (0, 1).
+            presence_gating: let each window's presence logit veto a prompt there (the rule of
+                :mod:`sat.model.inference`); False keeps the mask logits alone.
             progress: show a progress bar over the sliding windows.
 
         Returns:
@@ -247,7 +250,8 @@ class Segmenter:
             raise InputError(f"overlap must be in [0, 1), got {overlap}")
         plans = self.plan(prompts)
         volume = io.load(image, modality=modality)
-        logits, record = self._predict(volume, plans, overlap=overlap, progress=progress)
+        logits, record = self._predict(volume, plans, overlap=overlap, presence_gating=presence_gating,
+                                       progress=progress)
         crops, labelmap = _to_input_grid(logits, plans, record, threshold)
         labels = [
             Label(value=i, prompt=p.prompt, concept=p.concept.id if p.concept else None,
@@ -255,11 +259,13 @@ class Segmenter:
             for i, p in enumerate(plans, start=1)
         ]
         meta = {"model": self.name, "threshold": float(threshold), "overlap": float(overlap),
+                "presence_gating": bool(presence_gating),
                 "model_spacing": list(self.spacing)}
         return Segmentation._from_crops(crops, volume.shape, volume.affine, labelmap, labels=labels,
                                         image=volume.array, modality=volume.modality, meta=meta)
 
-    def _predict(self, volume, plans: list[_Plan], *, overlap: float, progress: bool):
+    def _predict(self, volume, plans: list[_Plan], *, overlap: float, presence_gating: bool = True,
+                 progress: bool = False):
         """Model-space per-prompt logits ``[N, X', Y', Z']`` (union = max) and the preprocessing record."""
         from sat.model import predict
         from sat.preprocess import standardize
@@ -268,7 +274,8 @@ class Segmenter:
         queries = self.queries(texts, volume.modality).to(self.device)
         image, record = standardize(volume, spacing=self.spacing)
         with torch.inference_mode():
-            raw = predict(self.model, image[None].to(self.device), queries, overlap=overlap, progress=progress)
+            raw = predict(self.model, image[None].to(self.device), queries, overlap=overlap,
+                          presence_gating=presence_gating, progress=progress)
         index = {t: i for i, t in enumerate(texts)}
         logits = []
         for plan in plans:
@@ -286,6 +293,7 @@ def segment(
     device: str = "auto",
     overlap: float = 0.25,
     threshold: float = 0.5,
+    presence_gating: bool = True,
     progress: bool = False,
 ) -> Segmentation:
     """Segment a 3D volume from text prompts (loads the model once per process and caches it).
@@ -297,6 +305,7 @@ def segment(
         modality: ``"ct" | "mr" | "pet"``; default: taken from the volume.
         device: ``"auto"`` (cuda if available), ``"cpu"`` or ``"cuda"``.
         overlap: sliding-window overlap; threshold: mask probability threshold.
+        presence_gating: let the presence head veto a prompt per window (see Segmenter.segment).
         progress: show a progress bar.
 
     Returns:
@@ -315,4 +324,4 @@ def segment(
             _CACHE[key] = load_model(model, device=device)
         segmenter = _CACHE[key]
     return segmenter.segment(image, prompts, modality=modality, overlap=overlap, threshold=threshold,
-                             progress=progress)
+                             presence_gating=presence_gating, progress=progress)

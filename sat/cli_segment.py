@@ -36,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     seg.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
     seg.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
+    seg.add_argument("--no-presence-gating", action="store_true",
+                     help="keep mask logits where the presence head judges a prompt absent")
     seg.add_argument("--png", action="store_true", help="also write overlay.png (axial, coronal, sagittal)")
     seg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     seg.set_defaults(func=run_segment)
@@ -64,7 +66,7 @@ def run_segment(args: argparse.Namespace) -> int:
     else:
         prompts = args.prompt
     seg = segmenter.segment(volume, prompts, overlap=args.overlap, threshold=args.threshold,
-                            progress=not args.no_progress)
+                            presence_gating=not args.no_presence_gating, progress=not args.no_progress)
     seg.save(out)
     table = seg.volumes_ml()
     table["concept"] = table["concept"].fillna("-")

@@ -223,3 +223,15 @@ def test_top_level_segment_caches_the_model(model_dir, phantom, monkeypatch):
 
 def test_errors_are_sat_errors():
     assert issubclass(InputError, SATError) and issubclass(WeightsError, SATError)
+
+
+def test_presence_gating_can_be_turned_off(model_dir, phantom):
+    segmenter = api.load_model(model_dir, device="cpu")
+    head = segmenter.model.presence_head[-1]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-10.0)  # the presence head calls every prompt absent everywhere
+    gated = segmenter.segment(phantom.image, ["liver"], threshold=0.001)
+    ungated = segmenter.segment(phantom.image, ["liver"], threshold=0.001, presence_gating=False)
+    assert gated.voxels("liver") == 0 and gated.meta["presence_gating"] is True
+    assert ungated.voxels("liver") > 0 and ungated.meta["presence_gating"] is False

@@ -49,6 +49,7 @@ def evaluate_model(
     shared: str | Path | None = None,
     concepts: Sequence[str] | None = None,
     overlap: float = 0.25,
+    presence_gating: bool = True,
 ) -> pd.DataFrame:
     """One row per (case, concept present in the case's reference and trained by the model).
 
@@ -58,6 +59,7 @@ def evaluate_model(
         shared: folder the cards' relative roots point into (default: ``../shared``).
         concepts: restrict to these concept ids.
         overlap: sliding-window overlap.
+        presence_gating: passed to :meth:`sat.api.Segmenter.segment`.
     """
     import sat
     from sat.data.cards import load_card
@@ -78,7 +80,8 @@ def evaluate_model(
             if not wanted:
                 continue
             start = time.perf_counter()
-            seg = segmenter.segment(image, wanted, modality=card.modality, overlap=overlap)
+            seg = segmenter.segment(image, wanted, modality=card.modality, overlap=overlap,
+                                    presence_gating=presence_gating)
             log.info("%s/%s: %d structures in %.1f s", card.name, source.case, len(wanted),
                      time.perf_counter() - start)
             for concept in wanted:
@@ -97,9 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="sat-tiny", help="shipped model name or folder")
     parser.add_argument("--shared", default=None, help="folder the cards' roots are relative to (default ../shared)")
     parser.add_argument("--out", default=None, help="also write the rows as CSV")
+    parser.add_argument("--no-presence-gating", action="store_true",
+                        help="keep the mask logits where the presence head says absent")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    table = evaluate_model(args.model, args.cards, shared=args.shared)
+    table = evaluate_model(args.model, args.cards, shared=args.shared, presence_gating=not args.no_presence_gating)
     if args.out:
         table.to_csv(args.out, index=False)
     for (dataset, case), part in table.groupby(["dataset", "case"], sort=False):
