@@ -9,6 +9,7 @@ temporary .npy file and are compared chunk by chunk.
     python benchmarks/model_nano_window.py                     # lean path + reference check
     python benchmarks/model_nano_window.py --skip-reference    # lean path only
     python benchmarks/model_nano_window.py --window 160 160 64 # quicker, smaller window
+    python benchmarks/model_nano_window.py --widths 64 64 128 256 512 768  # 64 full-resolution channels
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def run_child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build_model(args.preset).eval()
+    model = build_model(_config(args)).eval()
     image = torch.randn(1, 1, *args.window)
     queries = torch.nn.functional.normalize(torch.randn(args.queries, model.config.text_dim), dim=-1)
     rss_before = _rss_gib()
@@ -58,10 +59,34 @@ def run_child(args: argparse.Namespace) -> None:
     print(json.dumps(report), flush=True)
 
 
+def _config(args: argparse.Namespace):
+    """The preset's config, with ``--widths`` replacing its widths when given."""
+    from sat.model.config import get_config
+
+    config = get_config(args.preset)
+    return config.replace(widths=tuple(args.widths)) if args.widths else config
+
+
+def _flops(args: argparse.Namespace) -> tuple[float, float]:
+    """(parameters in M, TFLOP of the straightforward forward), counted on the meta device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sat.model import build_model
+
+    model = build_model(_config(args), device="meta").eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.empty(1, 1, *args.window, device="meta"),
+              torch.empty(args.queries, model.config.text_dim, device="meta"))
+    return sum(p.numel() for p in model.parameters()) / 1e6, counter.get_total_flops() / 1e12
+
+
 def _spawn(variant: str, args: argparse.Namespace, out: str) -> dict:
     cmd = [sys.executable, __file__, "--child", variant, "--out", out, "--preset", args.preset,
            "--queries", str(args.queries), "--threads", str(args.threads), "--slab", str(args.slab),
            "--window", *map(str, args.window)]
+    if args.widths:
+        cmd += ["--widths", *map(str, args.widths)]
     done = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace")
     if done.returncode:
         sys.exit(f"{variant} run failed:\n{done.stderr[-2000:]}")
@@ -90,6 +115,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="sat-nano")
     parser.add_argument("--window", type=int, nargs=3, default=[288, 288, 96])
+    parser.add_argument("--widths", type=int, nargs="+", help="replace the preset's U-Net widths")
     parser.add_argument("--queries", type=int, default=61)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--slab", type=int, default=8)
@@ -101,7 +127,9 @@ def main() -> int:
         run_child(args)
         return 0
     with tempfile.TemporaryDirectory(prefix="sat-bench-") as tmp:
-        results = {"preset": args.preset, "window": args.window, "queries": args.queries}
+        params, tflop = _flops(args)
+        results = {"preset": args.preset, "widths": list(_config(args).widths), "parameters_m": round(params, 2),
+                   "plain_tflop": round(tflop, 3), "window": args.window, "queries": args.queries}
         results["lean"] = _spawn("lean", args, tmp)
         if not args.skip_reference:
             results["plain"] = _spawn("plain", args, tmp)

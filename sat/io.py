@@ -16,13 +16,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sat._atomic import atomic_write
 from sat.errors import InputError, UnsupportedFormatError
 
 log = logging.getLogger(__name__)
@@ -288,16 +288,8 @@ def save(volume_or_array: Volume | np.ndarray, path: str | os.PathLike, *, affin
     img.header.set_sform(affine, code=1)
     img.header.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm")
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=f".part{suffix}")
     return path
 
 

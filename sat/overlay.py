@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from sat._atomic import atomic_write
 
 __all__ = ["render_overlay"]
 
@@ -72,14 +72,7 @@ def render_overlay(path, labelmap, affine, legend, image, modality, *, dpi: int)
     fig.subplots_adjust(left=0.01, right=right, top=0.92, bottom=0.02, wspace=0.04)
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(right + 0.005, 0.5), fontsize=7,
                ncol=ncol, frameon=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"), suffix=".part.png")
     return path
 
 

@@ -201,3 +201,25 @@ def test_foreground_sampling_centres_patches_on_structures():
     hits0 = sum(bool(ds0[i]["presence"].any()) for i in range(20))
     assert hits == 20 and hits0 < 20
     assert math.isfinite(case.background)
+
+
+def test_structure_shift_offsets_whole_structures_only():
+    """Each structure gets one offset (or none) within +-shift; background never changes."""
+    from sat.data.augment import Augmentation
+
+    aug = Augmentation((8, 8, 8), p_structure=1.0, structure_shift=0.5)
+    image = np.linspace(-1, 1, 8 * 8 * 8, dtype=np.float32).reshape(8, 8, 8)
+    label = np.zeros((8, 8, 8), np.uint8)
+    label[:4, :4] = 1
+    label[4:, 4:] = 3
+    changed = 0
+    for seed in range(20):
+        out = aug.structures(image, label, seed)
+        delta = out - image
+        assert np.all(delta[label == 0] == 0)
+        for value in (1, 3):
+            d = delta[label == value]
+            assert np.allclose(d, d[0], atol=1e-6) and abs(d[0]) <= 0.5
+            changed += bool(d[0])
+    assert 10 <= changed <= 30  # about half of the 40 structure draws
+    assert Augmentation((8, 8, 8)).structures(image, label, 0) is image  # off by default

@@ -24,8 +24,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sat._atomic import atomic_write_bytes
 from sat.data.cards import DatasetCard
 from sat.data.converters import CaseSource, find_cases, load_case
 from sat.errors import InputError, SATError
@@ -78,26 +77,14 @@ def dataset_concepts(card: DatasetCard) -> list[str]:
     return list(seen)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
-def _standardize(job: _Job) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Read the case and return (image float16, compact label uint16, spacing) in model space."""
+def _standardize(job: _Job) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], float]:
+    """Read the case and return (image float16, compact label uint16, spacing, intensity std) in model space."""
     from sat import io as sat_io
     from sat import preprocess
 
@@ -117,20 +104,21 @@ def _standardize(job: _Job) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     if not np.isfinite(image_std).all():
         raise InputError(f"{source.case}: standardized image holds NaN/inf values")
     spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(record.model_affine)[:3, :3], axis=0))
-    return image_std.astype(np.float16), label_std, spacing
+    return image_std.astype(np.float16), label_std, spacing, float((record.intensity or {}).get("std", 1.0))
 
 
 def _prepare_case(job: _Job) -> dict:
     """Worker: standardize one case, write its npz + sidecar atomically and return its index row."""
     card, source = job.card, job.source
-    image, label, spacing = _standardize(job)
+    image, label, spacing, std = _standardize(job)
     concepts = dataset_concepts(card)
     concept_of = card.concept_of()
     labelled_ids = {concept_of[v] for v in source.labelled_values(concept_of)}
     values = np.array([i + 1 for i, c in enumerate(concepts) if c in labelled_ids], dtype=np.int32)
     names = np.array([concepts[v - 1] for v in values], dtype=str)
     present = set(np.unique(label).tolist()) - {0}
-    _write_npz(job.npz, image=image, label=label, values=values, concepts=names)
+    _write_npz(job.npz, image=image, label=label, values=values, concepts=names,
+               intensity_std=np.float32(std))  # HU (CT) per standardized unit
     row = {
         "dataset": card.name, "case": source.case, "modality": card.modality, "region": card.region,
         "split": card.split_of(source.case, source.split), "file": f"{card.name}/{job.npz.name}",
@@ -139,7 +127,7 @@ def _prepare_case(job: _Job) -> dict:
         "labelled": ";".join(str(c) for c in names),
     }
     sidecar = {"row": row, "target_spacing": list(job.spacing)}
-    _atomic_write_bytes(job.npz.with_suffix(".json"), json.dumps(sidecar, indent=1).encode())
+    atomic_write_bytes(job.npz.with_suffix(".json"), json.dumps(sidecar, indent=1).encode())
     return row
 
 
@@ -217,7 +205,7 @@ def _write_index(out: Path, rows: list[dict], datasets: set[str]) -> pd.DataFram
         old = pd.read_csv(index_path, dtype=str, keep_default_na=False)
         new = pd.concat([old[~old["dataset"].isin(datasets)], new], ignore_index=True)
     new = new.sort_values(["dataset", "case"], kind="stable").reset_index(drop=True)
-    _atomic_write_bytes(index_path, new.to_csv(index=False).encode())
+    atomic_write_bytes(index_path, new.to_csv(index=False).encode())
     return new
 
 
@@ -257,5 +245,5 @@ def prepare(cards: list[DatasetCard], out: str | Path, *, roots: dict[str, str |
     _execute(jobs, workers, progress, report, rows)
     report.index = _write_index(out, rows, {c.name for c in cards})
     report.seconds = time.perf_counter() - start
-    _atomic_write_bytes(out / "report.json", json.dumps(report.to_dict(), indent=1).encode())
+    atomic_write_bytes(out / "report.json", json.dumps(report.to_dict(), indent=1).encode())
     return report

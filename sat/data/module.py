@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from sat.data.contrast import tissue_of
 from sat.data.sampling import Case, EpochSampler, PatchDataset, QueryTable
 from sat.errors import ConfigError, InputError
 
@@ -75,13 +76,15 @@ def _load_case(cache: Path, row: dict) -> Case:
         image, label = npz["image"], npz["label"]
         values = [int(v) for v in npz["values"]]
         concepts = [str(c) for c in npz["concepts"]]
+        std = float(npz["intensity_std"]) if "intensity_std" in npz.files else None
     mapping: dict[str, tuple[int, ...]] = {}
     for value, concept in zip(values, concepts, strict=True):
         mapping[concept] = (*mapping.get(concept, ()), value)
     present = set(np.unique(label).tolist())
     mapping = {c: v for c, v in mapping.items() if present.intersection(v)}
+    tissues = {v: t for v, c in zip(values, concepts, strict=True) if v in present and (t := tissue_of(c))}
     return Case(row["dataset"], row["case"], row["modality"] or "ct", image, label, mapping,
-                _split_ids(row.get("labelled", "")))
+                _split_ids(row.get("labelled", "")), tissues=tissues, intensity_std=std)
 
 
 def concept_texts(concept: str, *, synonyms: int = 4) -> list[str]:
@@ -171,7 +174,8 @@ class SATDataModule(L.LightningDataModule):
         modalities: restrict to these modalities.
         concepts: restrict the trained concepts (positives) to these ids (default: all).
         val_cases / exclude: ``"dataset/case"`` keys moved to validation / dropped.
-        p_foreground, p_thin, min_thin, augment: see :mod:`sat.data.sampling`.
+        p_foreground, p_thin, min_thin, augment, structure_shift, p_contrast: see
+            :mod:`sat.data.sampling`.
         synonyms: synonyms per concept in the query table (augmentation).
         concept_weights: concept id -> relative sampling weight (patch centres and queries).
         query_cache: optional safetensors file keeping the query table between runs.
@@ -197,6 +201,8 @@ class SATDataModule(L.LightningDataModule):
         p_thin: float = 0.2,
         min_thin: int = 8,
         augment: bool = True,
+        structure_shift: float = 0.0,
+        p_contrast: float = 0.0,
         synonyms: int = 4,
         concept_weights: dict[str, float] | None = None,
         query_cache: str | None = None,
@@ -268,7 +274,9 @@ class SATDataModule(L.LightningDataModule):
         return PatchDataset(
             self.train_cases, self.table, patch_size=h.patch_size, queries_per_sample=h.queries_per_sample,
             p_foreground=h.p_foreground, p_thin=h.p_thin, min_thin=h.min_thin, augment=h.augment,
-            dataset_weights=h.datasets, concept_weights=h.concept_weights, seed=h.seed,
+            structure_shift=h.structure_shift, p_contrast=h.p_contrast, dataset_weights=h.datasets,
+            concept_weights=h.concept_weights,
+            seed=h.seed,
         )
 
     def train_dataloader(self) -> DataLoader:

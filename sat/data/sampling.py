@@ -13,8 +13,11 @@ Rules (the SAT recipe, adapted to partial labels):
 - **Queries**: up to ``k`` per sample, positives (structures inside the patch) first, then
   negatives drawn only among the concepts the case's dataset labels (partial labels: an
   unlabelled structure is unknown, not absent). Padding queries have ``query_mask`` False.
-- **Augmentation** (MONAI): small rotations/scales/translations, intensity scale/shift,
-  contrast (gamma), gaussian noise and smoothing. Never a left-right flip: laterality is
+- **Augmentation**: small rotations/scales/translations, optional per-structure intensity
+  offsets (``structure_shift``: enhancement differs between scans), simulated IV contrast on
+  CT with probability ``p_contrast`` (:mod:`sat.data.contrast`: arterial, portal-venous or
+  delayed enhancement of vessels and organs), and (MONAI) intensity
+  scale/shift, contrast (gamma), gaussian noise and smoothing. Never a left-right flip: laterality is
   part of what the text says.
 
 Every sample is a pure function of ``(seed, index)``, so a resumed run sees exactly the
@@ -44,6 +47,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from sat.data.augment import Augmentation, _crop_pad, _thin
+from sat.data.contrast import simulate_contrast
 from sat.errors import ConfigError, InputError
 
 __all__ = ["Case", "QueryTable", "PatchDataset", "EpochSampler", "case_weights", "choose_queries"]
@@ -63,6 +67,9 @@ class Case:
         label: [X, Y, Z] integer label map.
         values: concept id -> label values that make it (usually one).
         labelled: every concept the case's dataset labels (the allowed negatives).
+        tissues: label value -> tissue class of :mod:`sat.data.contrast` (every labelled
+            structure, trained or not; used by the contrast simulation).
+        intensity_std: intensity units (HU for CT) per standardized unit; None if unknown.
     """
 
     dataset: str
@@ -73,6 +80,8 @@ class Case:
     values: dict[str, tuple[int, ...]]
     labelled: tuple[str, ...]
     points: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    tissues: dict[int, str] = field(default_factory=dict, repr=False)
+    intensity_std: float | None = None
 
     def __post_init__(self) -> None:
         if self.image.shape != self.label.shape or self.image.ndim != 3:
@@ -277,6 +286,8 @@ class PatchDataset(Dataset):
         p_thin: float = 0.2,
         min_thin: int = 8,
         augment: bool = True,
+        structure_shift: float = 0.0,
+        p_contrast: float = 0.0,
         dataset_weights: Mapping[str, float] | None = None,
         concept_weights: Mapping[str, float] | None = None,
         seed: int = 0,
@@ -293,9 +304,11 @@ class PatchDataset(Dataset):
         self.p_foreground, self.p_thin, self.min_thin = p_foreground, p_thin, max(1, int(min_thin))
         self.concept_weights = dict(concept_weights or {})
         self.seed = int(seed)
+        self.p_contrast = float(p_contrast) if augment else 0.0
         self.augment = None
         if augment:
-            self.augment = Augmentation(self.patch)
+            self.augment = Augmentation(self.patch, p_structure=0.5 if structure_shift > 0 else 0.0,
+                                        structure_shift=structure_shift)
         for c in self.cases:
             missing = [x for x in c.labelled if (c.modality, x) not in table]
             if missing:
@@ -308,9 +321,11 @@ class PatchDataset(Dataset):
         rng = np.random.default_rng([self.seed, int(index)])
         case = self.cases[int(rng.choice(len(self.cases), p=self.probs))]
         image, label = self._crop(case, rng)
-        seeds = rng.integers(2**31, size=2)
+        seeds = rng.integers(2**31, size=4)
         if self.augment is not None:
             image, label = self.augment.spatial(image, label, int(seeds[0]))
+            image = self.augment.structures(image, label, int(seeds[2]))
+            image = self._contrast(case, image, label, np.random.default_rng(int(seeds[3])))
         if self.p_thin > 0 and rng.random() < self.p_thin:
             image, label = _thin(image, label, rng, self.min_thin, case.background)
         if self.augment is not None:  # after thinning: the padding is augmented like the image
@@ -318,6 +333,14 @@ class PatchDataset(Dataset):
         return self._queries(case, image, label, rng, f"{case.dataset}/{case.case}@{index}")
 
     # -- pieces -----------------------------------------------------------------------------
+    def _contrast(self, case: Case, image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Simulated IV contrast (:mod:`sat.data.contrast`) on a CT patch with probability ``p_contrast``."""
+        if case.modality != "ct" or not case.tissues or case.intensity_std is None:
+            return image
+        if rng.random() >= self.p_contrast:
+            return image
+        return simulate_contrast(image, label, case.tissues, case.intensity_std, rng)
+
     def _crop(self, case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Crop a box around the chosen centre (larger than the patch when augmenting)."""
         margin = 1.3 if self.augment is not None else 1.0

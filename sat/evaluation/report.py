@@ -14,13 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from sat._atomic import atomic_write_bytes
 
 __all__ = ["GROUPINGS", "aggregate", "bootstrap_ci", "summary_tables", "to_markdown", "write_table", "write_tables"]
 
@@ -91,21 +91,13 @@ def to_markdown(df: pd.DataFrame, *, digits: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_table(df: pd.DataFrame, path: str | Path, *, markdown: bool = True) -> list[Path]:
     """Write ``path`` (.csv) and, with ``markdown``, the same table as ``.md`` beside it (atomic)."""
     path = Path(path).with_suffix(".csv")
-    _atomic_write(path, df.to_csv(index=False, float_format="%.6g"))
+    atomic_write_bytes(path, df.to_csv(index=False, float_format="%.6g").encode("utf-8"))
     out = [path]
     if markdown:
-        _atomic_write(path.with_suffix(".md"), to_markdown(df))
+        atomic_write_bytes(path.with_suffix(".md"), to_markdown(df).encode("utf-8"))
         out.append(path.with_suffix(".md"))
     return out
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from sat._atomic import atomic_write_bytes
 from sat.errors import ConfigError
 from sat.knowledge import sources as src
 from sat.knowledge.curated import Curated, read_cards, read_curated
@@ -279,12 +278,7 @@ def dumps(data: dict) -> bytes:
 
 def write(data: dict, out: Path) -> Path:
     """Write the artifact atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".kt-", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(dumps(data))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
+    atomic_write_bytes(out, dumps(data))
     return out
 
 

@@ -152,10 +152,13 @@ PRESETS: dict[str, ModelConfig] = {
         spacing=(3.0, 3.0, 3.0),
         patch_size=(64, 64, 32),
     ),
-    # ~110M parameters: the SAT-Nano scale (6-level plain U-Net, 6 query-decoder layers).
+    # ~110M parameters: the SAT-Nano scale (6-level plain U-Net, 6 query-decoder layers). The
+    # full-resolution level has 32 channels (as nnU-Net's 3d_fullres plans), not 64: parameters
+    # live in the deep levels (110.5M vs 111.0M), while a 288x288x96 window needs 2.5x fewer
+    # FLOPs (3.7 vs 9.2 TFLOP) and half the activation memory.
     "sat-nano": ModelConfig(
         preset="sat-nano",
-        widths=(64, 64, 128, 256, 512, 768),
+        widths=(32, 64, 128, 256, 512, 768),
         depths=(2, 2, 2, 2, 2, 2),
         decoder_depths=(2, 2, 2, 2, 2),
         query_dim=768,

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from sat.errors import InputError
+from sat.model.allocator import tune_allocator
 from sat.model.config import ModelConfig
 from sat.model.lean import lean_forward
 from sat.model.network import SATNet
@@ -41,7 +42,8 @@ __all__ = ["predict", "gate_by_presence", "window_memory_bytes", "sw_batch_size_
 
 log = logging.getLogger(__name__)
 
-_FP16_OUTPUT_BYTES = 1 << 30  # accumulate in float16 when a float32 output would exceed 1 GiB
+_FP16_OUTPUT_BYTES = 1 << 28  # accumulate in float16 when a float32 output would exceed 256 MiB
+CPU_MAX_WINDOWS = 4  # windows per batch on CPU: more only touches fresh memory (page faults)
 LEAN_BYTES = 1 << 28  # use the slab-wise forward when one full-resolution activation exceeds 256 MiB
 
 
@@ -127,10 +129,11 @@ def predict(
         image: [1, 1, X, Y, Z] (or [X, Y, Z]) float32 standardized image in model space.
         queries: [N, text_dim] text embeddings (computed once per call by the caller).
         overlap: window overlap fraction in [0, 1).
-        sw_batch_size: windows per forward; default from ``memory_gb``.
+        sw_batch_size: windows per forward; default from ``memory_gb`` (at most ``CPU_MAX_WINDOWS``
+            on CPU).
         memory_gb: memory budget used to choose ``sw_batch_size``.
-        accumulate_dtype: dtype of the blended output; default float16 when a float32
-            output would exceed 1 GiB, else float32.
+        accumulate_dtype: dtype of the window logits and the blended output; default float16
+            when a float32 output would exceed 256 MiB, else float32.
         presence_gating: apply the presence rule of this module's docstring.
         lean: use the slab-wise forward (default: when a full-resolution activation of one
             window exceeds ``LEAN_BYTES``).
@@ -151,11 +154,15 @@ def predict(
     if accumulate_dtype is None:
         big = 4 * n * padded[0, 0].numel() > _FP16_OUTPUT_BYTES
         accumulate_dtype = torch.float16 if big else torch.float32
+    device = next(model.parameters()).device
     if sw_batch_size is None:
         sw_batch_size = sw_batch_size_for(config, n, memory_gb=memory_gb)
+        if device.type == "cpu":
+            sw_batch_size = min(sw_batch_size, CPU_MAX_WINDOWS)
     if lean is None:
         lean = 4 * config.widths[0] * math.prod(roi) > LEAN_BYTES
-    device = next(model.parameters()).device
+    if device.type == "cpu":
+        tune_allocator()
     padded = padded.to(device)
     queries = queries.to(device=device, dtype=torch.float32)
 

@@ -1,7 +1,7 @@
 """Memory-lean inference forward: the full-resolution U-Net stages in slabs.
 
 At full resolution the activations of a large window are several GB each
-(sat-nano, 288x288x96 window, 64 channels: 2 GB per tensor), and allocating and
+(a 288x288x96 window with 64 channels: 2 GB per tensor), and allocating and
 freeing them costs as much as the arithmetic. :func:`lean_forward` computes the
 same function as :meth:`SATNet.forward` (equal within float32 rounding) but runs
 the finest encoder stage, the finest decoder stage and the mask generator slab
@@ -38,6 +38,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from sat.model.allocator import tune_allocator
 from sat.model.network import SATNet, SATOutput
 from sat.model.unet import ConvNormAct
 
@@ -272,7 +273,8 @@ def _lean_one(model: SATNet, image: torch.Tensor, queries: torch.Tensor, slab: i
         f = _norm_act_(h[:, :, a:b], norm, slope)  # in place: h is not needed afterwards
         if len(idx):
             flat = f.permute(0, 2, 3, 4, 1).reshape(-1, f.shape[1])  # [V, C], a view in channels-last
-            logits[0, idx, a:b] = torch.mm(emb, flat.t()).view(len(idx), b - a, *h.shape[3:])
+            rows = torch.mm(emb, flat.t()).view(len(idx), b - a, *h.shape[3:])
+            logits[0, :, a:b].index_copy_(0, idx, rows)
     return SATOutput(logits=logits, presence=presence)
 
 
@@ -294,6 +296,8 @@ def lean_forward(
             presence logit everywhere and their mask product is skipped.
     """
     model.check_image(image)
+    if image.device.type == "cpu":
+        tune_allocator()
     slab = max(2, slab + slab % 2)
     outs = []
     with torch.inference_mode():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from sat._atomic import atomic_write
 from sat.errors import ConfigError, WeightsError
 from sat.model.config import ModelConfig
 from sat.model.network import SATNet
@@ -37,16 +37,6 @@ def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:200]
 
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_pretrained(model: SATNet, directory: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
@@ -69,10 +59,10 @@ def save_pretrained(model: SATNet, directory: str | os.PathLike, *, extra: dict[
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "pt", "sat_format_version": str(FORMAT_VERSION)}
-    _atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata=meta))
     config = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(), **extra}
     text = json.dumps(config, indent=2, sort_keys=False)
-    _atomic_write(out / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+    atomic_write(out / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
     return out
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sat._atomic import atomic_write
 from sat.errors import WeightsError
 from sat.text.encoder import TextEncoder
 
@@ -46,17 +45,6 @@ def is_delta_dir(path: Path) -> bool:
         return Path(path, WEIGHTS).is_file()  # a delta with a corrupt config: let load_delta say so
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; shipped files must be readable by all
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def save_delta(encoder: TextEncoder, directory: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Write the encoder's delta (safetensors + config.json) into ``directory``; returns it.
@@ -81,8 +69,8 @@ def save_delta(encoder: TextEncoder, directory: str | Path, *, extra: dict[str, 
         **{key: getattr(encoder, key) for key in _SETTINGS},
         **(extra or {}),
     }
-    _atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(directory / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(directory / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
     logger.info("saved text delta (%.1f MB) to %s", size / 2**20, directory)
     return directory
 

@@ -108,3 +108,32 @@ def test_sw_batch_size_follows_memory_budget():
     assert sw_batch_size_for(cfg, 10, memory_gb=per * 3.5 / 2**30) == 3
     assert sw_batch_size_for(cfg, 10, memory_gb=1e-9) == 1
     assert window_memory_bytes(cfg, 100) > per
+
+
+def test_cpu_window_batches_are_capped(net, monkeypatch):
+    import sat.model.inference as inference
+
+    seen = []
+    real = inference.sliding_window_inference
+
+    def spy(inputs, roi, sw_batch_size, *args, **kwargs):
+        seen.append(sw_batch_size)
+        return real(inputs, roi, sw_batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "sliding_window_inference", spy)
+    predict(net, torch.randn(40, 40, 40), torch.randn(1, 12), overlap=0.5, memory_gb=64.0)
+    assert seen == [inference.CPU_MAX_WINDOWS]
+    predict(net, torch.randn(40, 40, 40), torch.randn(1, 12), sw_batch_size=9)
+    assert seen[-1] == 9
+
+
+def test_many_prompt_outputs_default_to_float16(net, monkeypatch):
+    import sat.model.inference as inference
+
+    monkeypatch.setattr(inference, "_FP16_OUTPUT_BYTES", 4 * 2 * 16**3 - 1)  # just below 2 float32 maps
+    image, q = torch.randn(16, 16, 16), torch.randn(2, 12)
+    assert predict(net, image, q[:1]).dtype == torch.float32
+    half = predict(net, image, q)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), predict(net, image, q, accumulate_dtype=torch.float32),
+                               atol=2e-2, rtol=2e-2)

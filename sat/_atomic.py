@@ -1,0 +1,56 @@
+"""Atomic file writes: a temporary file beside the target, then one rename.
+
+A reader (or a crash) never sees a partial file. The temporary file is created by
+``tempfile.mkstemp`` (mode 0600); before the rename it gets the mode a plain ``open``
+would have given (0666 minus the process umask), so outputs stay readable as usual.
+
+Example:
+    >>> import pathlib, tempfile
+    >>> from sat._atomic import atomic_write
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> atomic_write(target, lambda tmp: pathlib.Path(tmp).write_text("hi"))
+    >>> target.read_text()
+    'hi'
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["atomic_write", "atomic_write_bytes"]
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str | Path, write: Callable[[str], object], *, suffix: str = ".part") -> None:
+    """Call ``write(tmp)`` on a temporary path next to ``path``, then rename it to ``path``.
+
+    Args:
+        path: the final file; its folder is created when missing.
+        write: writes the whole file to the temporary path it is given.
+        suffix: suffix of the temporary name (some writers pick the format from it, e.g.
+            ``".nii.gz"``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
