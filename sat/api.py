@@ -186,14 +186,22 @@ class Segmenter:
 
         tree = knowledge.load()
         trained = set(self.concepts)
-        return [self._plan_one(tree, text, trained) for text in _check_prompts(prompts)]
+        plans = [self._plan_one(tree, text, trained) for text in _check_prompts(prompts)]
+        unknown = [p.prompt for p in plans if p.concept is None]
+        untrained = [f"{p.prompt!r} ({p.concept.id})" for p in plans if p.concept is not None and p.kind == "text"]
+        if unknown:
+            log.warning("%d prompt(s) not in the knowledge tree, embedded as free text (open vocabulary): %s",
+                        len(unknown), ", ".join(map(repr, unknown)))
+        if untrained:
+            log.warning("%d prompt(s) name concepts this model was not trained on, embedded as free text: %s",
+                        len(untrained), ", ".join(untrained))
+        return plans
 
     @staticmethod
     def _plan_one(tree, text: str, trained: set[str]) -> _Plan:
         try:
             concept = tree[text] if text in tree else tree.resolve(text)
         except UnknownTermError:
-            log.warning("prompt %r is not in the knowledge tree: embedded as free text (open vocabulary)", text)
             return _Plan(text, None, "text", (text,), ())
         if not trained or concept.id in trained:
             return _Plan(text, concept, "concept", (concept.name,), (concept.id,))
@@ -201,7 +209,6 @@ class Segmenter:
         if parts:
             log.info("prompt %r -> union of %s", text, ", ".join(c.id for c in parts))
             return _Plan(text, concept, "union", tuple(c.name for c in parts), tuple(c.id for c in parts))
-        log.warning("prompt %r -> %s, which the model was not trained on: embedded as free text", text, concept.id)
         return _Plan(text, concept, "text", (concept.name,), ())
 
     def queries(self, texts: Sequence[str], modality: str | None) -> torch.Tensor:

@@ -67,6 +67,16 @@ def test_known_concept_the_model_was_not_trained_on_is_free_text(segmenter):
     assert plan.kind == "text" and plan.members == ()
 
 
+def test_free_text_prompts_are_reported_in_one_warning_each_kind(segmenter, caplog):
+    with caplog.at_level("WARNING", logger="sat.api"):
+        segmenter.plan(["liver", "brain", "left femur", "zzqx blorp", "qqzz plorb"])
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert lines[0].startswith("2 prompt(s) not in the knowledge tree") and "'qqzz plorb'" in lines[0]
+    assert lines[1].startswith("2 prompt(s) name concepts this model was not trained on")
+    assert "'left femur' (femur_left)" in lines[1] and "liver" not in lines[1]
+
+
 def test_query_cache(segmenter, monkeypatch):
     calls = []
     real = segmenter.text_encoder.encode
