@@ -2,8 +2,9 @@
 
 On the real CT ``example_ct.nii.gz`` with the shipped ``sat-tiny``: the median of ``--repeats``
 warm calls with 1 and with all 61 TotalSegmentator class names as prompts, split into the
-predictor's network windows (``gated_logits``), the rest of ``sat.model.predict`` (MONAI's
-gaussian weighting and accumulation of the overlapping windows), the mapping onto the input
+predictor's network windows up to the mask product (``window_parts``), the rest of
+``sat.model.predict`` (mask products of the present prompts, gaussian blending and
+accumulation of the overlapping windows, the absent windows' sums), the mapping onto the input
 grid (threshold, labelmap, voxel counts) and everything else (text, standardization).
 
     python benchmarks/prompt_scaling.py [--shared ../shared] [--repeats 5]
@@ -59,7 +60,7 @@ def measure(shared: Path, repeats: int) -> dict:
         rows = []
         for _ in range(repeats):
             sinks = {"network": [], "predict": [], "input_grid": []}
-            originals = [(SATNet, "gated_logits", _timed(SATNet, "gated_logits", sinks["network"])),
+            originals = [(SATNet, "window_parts", _timed(SATNet, "window_parts", sinks["network"])),
                          (sat.model, "predict", _timed(sat.model, "predict", sinks["predict"])),
                          (sat.api, "_to_input_grid", _timed(sat.api, "_to_input_grid", sinks["input_grid"]))]
             t = time.perf_counter()

@@ -47,27 +47,29 @@ def _threshold_and_label(logits: list[torch.Tensor], threshold: float) -> tuple[
     shape = tuple(logits[0].shape)
     masks = np.zeros((len(logits), *shape), dtype=bool)
     labels = np.zeros(shape, dtype=np.uint8 if len(logits) < 256 else np.uint16)
-    best = np.full(shape, -np.inf, dtype=np.float32)
+    best = np.full(shape, cut, dtype=np.float32)  # only voxels above the threshold can be labelled
     win = np.empty(shape, dtype=bool)
     for value, logit in enumerate(logits, start=1):
         x = logit.detach().to(device="cpu", dtype=torch.float32).numpy()  # numpy's float16 is slow
         np.greater(x, cut, out=masks[value - 1])
-        np.greater(x, best, out=win)
-        win &= masks[value - 1]
-        np.copyto(best, x, where=win, casting="unsafe")
-        labels[win] = value
+        if not masks[value - 1].any():
+            continue
+        np.greater(x, best, out=win)  # strictly: on ties the earlier prompt keeps the voxel
+        np.copyto(best, x, where=win)
+        np.copyto(labels, value, where=win, casting="unsafe")
     return masks, labels
 
 
 def _model_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box of a 3D bool mask (None when empty)."""
-    box = []
-    for k in range(3):
-        hits = np.flatnonzero(mask.any(axis=tuple(i for i in range(3) if i != k)))
-        if hits.size == 0:
-            return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
+    """Bounding box of a C-ordered 3D bool mask (None when empty), from its flat nonzero indices."""
+    flat = np.flatnonzero(mask)
+    if flat.size == 0:
+        return None
+    _, ny, nz = mask.shape
+    yz = flat % (ny * nz)
+    y, z = yz // nz, yz % nz
+    return (slice(int(flat[0] // (ny * nz)), int(flat[-1] // (ny * nz)) + 1),
+            slice(int(y.min()), int(y.max()) + 1), slice(int(z.min()), int(z.max()) + 1))
 
 
 def _crop_full(mask: np.ndarray):
@@ -158,7 +160,13 @@ class _NearestLookup:
                 idx = self.index[a]
                 self._counts[k] = np.bincount(idx[idx >= 0], minlength=mask.shape[k]).astype(np.int64)
         counts = [c[b] for c, b in zip(self._counts, box, strict=True)]
-        return int(np.einsum("ijk,i,j,k->", mask[box].astype(np.int64), *counts, optimize=True))
+        inside = mask[box]
+        if all(bool((c == 1).all()) for c in counts):  # each model voxel is one input voxel
+            return int(np.count_nonzero(inside))
+        # sum_ijk m_ijk c_i c_j c_k as three matrix products (float64: exact for these integers)
+        t = inside.reshape(-1, inside.shape[2]).astype(np.float32) @ counts[2].astype(np.float32)
+        t = t.reshape(inside.shape[:2]).astype(np.float64) @ counts[1].astype(np.float64)
+        return int(round(float(t @ counts[0].astype(np.float64))))
 
     def paint(self, mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """The full input-grid bool mask (gathered inside its bounding box only)."""

@@ -1,14 +1,14 @@
 """Sliding-window inference of a SATNet over a whole model-space volume.
 
-The image is encoded once per window for ALL queries (they are passed to the
-predictor as a keyword), windows are blended with a gaussian weight (MONAI
-``sliding_window_inference``) and, for large outputs, accumulated in float16.
+The image is encoded once per window for ALL queries, windows (placed by MONAI)
+are blended with a separable gaussian weight by :func:`sat.model.blend.blend`
+and, for large outputs, accumulated in float16.
 
 Presence gating rule: for every window and query, when the presence logit
 ``p`` is negative (presence probability < 0.5) every voxel of that window gets
 the logit ``p`` (the window votes "absent" everywhere, and the query's mask
-product is not even computed there); windows that see the structure keep their
-logits. A prompt for a structure outside the field of view therefore gives an
+product and accumulation are not even computed there: see :mod:`sat.model.blend`);
+windows that see the structure keep their logits. A prompt for a structure outside the field of view therefore gives an
 empty mask.
 
 Large windows (full-resolution activations over ``LEAN_BYTES``) run through
@@ -30,19 +30,18 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
 
 from sat.errors import InputError
 from sat.model.allocator import tune_allocator
+from sat.model.blend import blend
 from sat.model.config import ModelConfig
-from sat.model.lean import lean_forward
 from sat.model.network import SATNet
 
 __all__ = ["predict", "gate_by_presence", "window_memory_bytes", "sw_batch_size_for"]
 
 log = logging.getLogger(__name__)
 
-_FP16_OUTPUT_BYTES = 1 << 28  # accumulate in float16 when a float32 output would exceed 256 MiB
+_FP16_OUTPUT_BYTES = 1 << 30  # accumulate in float16 when a float32 output would exceed 1 GiB
 CPU_MAX_WINDOWS = 4  # windows per batch on CPU: more only touches fresh memory (page faults)
 LEAN_BYTES = 1 << 28  # use the slab-wise forward when one full-resolution activation exceeds 256 MiB
 
@@ -54,14 +53,6 @@ def gate_by_presence(logits: torch.Tensor, presence: torch.Tensor) -> torch.Tens
     """
     p = presence.reshape(*presence.shape, *([1] * (logits.ndim - 2))).to(logits.dtype)
     return torch.where(p < 0, p.expand_as(logits), logits)
-
-
-def _window_forward(model: SATNet, window: torch.Tensor, queries: torch.Tensor, *, gate: bool, lean: bool):
-    if lean:
-        return lean_forward(model, window, queries, slab=16, gate=gate)
-    if gate:
-        return model.gated_logits(window, queries)
-    return model(window, queries, return_aux=False)
 
 
 def window_memory_bytes(config: ModelConfig, n_queries: int, *, window: Sequence[int] | None = None) -> int:
@@ -132,8 +123,8 @@ def predict(
         sw_batch_size: windows per forward; default from ``memory_gb`` (at most ``CPU_MAX_WINDOWS``
             on CPU).
         memory_gb: memory budget used to choose ``sw_batch_size``.
-        accumulate_dtype: dtype of the window logits and the blended output; default float16
-            when a float32 output would exceed 256 MiB, else float32.
+        accumulate_dtype: dtype of the blended output; default float16 when a float32 output
+            would exceed 1 GiB, else float32.
         presence_gating: apply the presence rule of this module's docstring.
         lean: use the slab-wise forward (default: when a full-resolution activation of one
             window exceeds ``LEAN_BYTES``).
@@ -166,22 +157,13 @@ def predict(
     padded = padded.to(device)
     queries = queries.to(device=device, dtype=torch.float32)
 
-    def predictor(window: torch.Tensor, slices, *, queries: torch.Tensor) -> torch.Tensor:
-        # read the float32 window (MONAI's buffer may be float16 to halve the output memory)
-        win = torch.cat([padded[tuple(s)] for s in slices]) if window.dtype != torch.float32 else window
-        out = _window_forward(model, win, queries, gate=presence_gating, lean=lean)
-        return out.logits.to(accumulate_dtype)
-
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            result = sliding_window_inference(
-                padded.to(accumulate_dtype), roi, sw_batch_size, predictor,
-                overlap=overlap, mode="gaussian", progress=progress, with_coord=True, queries=queries,
-            )
+            out = blend(model, padded, queries, overlap=overlap, sw_batch_size=sw_batch_size, gate=presence_gating,
+                        lean=lean, dtype=accumulate_dtype, progress=progress)
     finally:
         model.train(was_training)
     log.debug("predict: %d queries, %s voxels, sw_batch_size=%d", n, tuple(image.shape[2:]), sw_batch_size)
-    out = result[0]
     return out[(slice(None), *crop)].clone() if padded is not image else out

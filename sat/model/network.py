@@ -137,25 +137,34 @@ class SATNet(nn.Module):
             actives.append(active)
         return embs, actives, logits
 
-    def gated_logits(self, image: torch.Tensor, queries: torch.Tensor) -> SATOutput:
-        """Inference forward with presence gating (rule of :meth:`prepare_mask`); no deep supervision.
+    def window_parts(
+        self, image: torch.Tensor, queries: torch.Tensor, weight: torch.Tensor | None = None, *, gate: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inference forward of a window batch up to the mask product, for the present queries only.
 
-        One ``bmm`` per batch writes the gated logits once: an absent query's mask embedding
-        is zeroed and its presence logit becomes the weight of an extra constant feature
-        channel (the bias), so no indexed copies and no separate bias pass are needed.
+        ``mask_logits_from(feats, emb)`` gives their logits ``[B, K, X, Y, Z]`` (times ``weight``).
+
+        Args:
+            image: [B, 1, X, Y, Z] windows.
+            queries: [N, text_dim] text embeddings.
+            weight: optional per-voxel weight broadcastable to [B, 1, X, Y, Z] (the blending weight
+                of sliding-window inference), folded into the decoder features.
+            gate: keep only the queries present (presence logit >= 0) in at least one window of
+                the batch (the rule of :meth:`prepare_mask`); False keeps all.
+
+        Returns:
+            (features [B, C, X, Y, Z] contiguous channels-first, mask embeddings [B, K, C] of the
+            kept queries, kept query indices [K], presence logits [B, N]).
         """
         self.check_image(image)
         skips = self.backbone.encode(image)
         q, presence = self.decode_queries(skips, queries)
         feats = self.backbone.decode(skips)[0]
         del skips
-        absent = (presence < 0).unsqueeze(-1)  # [B, N, 1]
-        emb = self.mask_heads[0](q).masked_fill(absent, 0.0)
-        bias = presence.unsqueeze(-1).masked_fill(~absent, 0.0)
-        b, c = feats.shape[:2]
-        flat = torch.cat([feats.reshape(b, c, -1), feats.new_ones(b, 1, feats[0, 0].numel())], dim=1)
-        logits = torch.bmm(torch.cat([emb, bias], dim=-1).to(flat.dtype), flat)
-        return SATOutput(logits=logits.view(b, emb.shape[1], *feats.shape[2:]), presence=presence)
+        keep = torch.nonzero((presence >= 0).any(0)).flatten() if gate else torch.arange(q.shape[1])
+        # one pass: weighted and made contiguous channels-first, so the mask product is a plain bmm
+        feats = (feats * weight.to(feats.dtype) if weight is not None else feats).contiguous()
+        return feats, self.mask_heads[0](q[:, keep]), keep, presence
 
     # -- forward --------------------------------------------------------------------------
     def forward(

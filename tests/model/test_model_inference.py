@@ -70,13 +70,22 @@ def test_gate_by_presence_rule():
     assert gated[0, 1].tolist() == [3.0, -3.0, 0.5]  # present: unchanged
 
 
-def test_gated_forward_matches_rule_and_skips_absent(net):
+def test_window_parts_keep_present_queries_and_fold_the_weight(net):
     image, q = torch.randn(2, 1, 16, 16, 16), torch.randn(6, 12)
+    weight = torch.rand(16, 16, 16) + 0.1
     with torch.no_grad():
         out = net(image, q)
-        gated = net.gated_logits(image, q)
+        feats, emb, keep, presence = net.window_parts(image, q, weight)
+        rows = net.mask_logits_from(feats, emb)
+        all_feats, all_emb, all_keep, _ = net.window_parts(image, q, gate=False)
+        all_rows = net.mask_logits_from(all_feats, all_emb)
+    present = (out.presence >= 0).any(0)
     assert (out.presence < 0).any() and (out.presence >= 0).any()  # both branches exercised
-    torch.testing.assert_close(gated.logits, gate_by_presence(out.logits, out.presence), atol=1e-5, rtol=1e-5)
+    assert keep.tolist() == torch.nonzero(present).flatten().tolist()
+    torch.testing.assert_close(presence, out.presence)
+    torch.testing.assert_close(rows, out.logits[:, keep] * weight, atol=1e-5, rtol=1e-5)
+    assert all_keep.tolist() == list(range(6))
+    torch.testing.assert_close(all_rows, out.logits, atol=1e-5, rtol=1e-5)
 
 
 def test_predict_lean_path_equals_plain(net):
@@ -114,13 +123,13 @@ def test_cpu_window_batches_are_capped(net, monkeypatch):
     import sat.model.inference as inference
 
     seen = []
-    real = inference.sliding_window_inference
+    real = inference.blend
 
-    def spy(inputs, roi, sw_batch_size, *args, **kwargs):
+    def spy(*args, sw_batch_size, **kwargs):
         seen.append(sw_batch_size)
-        return real(inputs, roi, sw_batch_size, *args, **kwargs)
+        return real(*args, sw_batch_size=sw_batch_size, **kwargs)
 
-    monkeypatch.setattr(inference, "sliding_window_inference", spy)
+    monkeypatch.setattr(inference, "blend", spy)
     predict(net, torch.randn(40, 40, 40), torch.randn(1, 12), overlap=0.5, memory_gb=64.0)
     assert seen == [inference.CPU_MAX_WINDOWS]
     predict(net, torch.randn(40, 40, 40), torch.randn(1, 12), sw_batch_size=9)
