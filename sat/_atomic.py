@@ -2,7 +2,8 @@
 
 A reader (or a crash) never sees a partial file. The temporary file is created by
 ``tempfile.mkstemp`` (mode 0600); before the rename it gets the mode a plain ``open``
-would have given (0666 minus the process umask), so outputs stay readable as usual.
+would have given (0666 minus the process umask, :func:`default_mode`), so outputs stay
+readable as usual.
 
 Example:
     >>> import pathlib, tempfile
@@ -20,13 +21,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_bytes"]
+__all__ = ["atomic_write", "atomic_write_bytes", "default_mode"]
 
 
-def _default_mode() -> int:
+def default_mode(*, directory: bool = False) -> int:
+    """The mode ``open`` (0666) or ``mkdir`` (0777) gives under the process umask."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return (0o777 if directory else 0o666) & ~umask
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object], *, suffix: str = ".part") -> None:
@@ -44,7 +46,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object], *, suffix: st
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, _default_mode())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from sat._atomic import default_mode
 from sat.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,7 @@ class Segmentation:
             raise InputError(f"output {out} exists and is a file; give a folder path for the results")
         out.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
+        os.chmod(stage, default_mode(directory=True))  # mkdtemp gives 0700; the folder may become ``out``
         try:
             files = self._file_names()
             save_nifti(self.labelmap, stage / LABELMAP_NAME, affine=self.affine)

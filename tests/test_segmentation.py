@@ -148,3 +148,19 @@ def test_invalid_construction():
         Segmentation({"a": np.zeros((2, 2, 2), bool)}, np.eye(4), labelmap=np.zeros((2, 2, 2), float))
     with pytest.raises(InputError, match="4x4"):
         Segmentation({"a": np.zeros((2, 2, 2), bool)}, np.eye(3))
+
+
+def test_saved_outputs_get_the_umask_permissions(seg, tmp_path):
+    """Staging with mkdtemp/mkstemp (0700/0600) must not leak into the results."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = seg.save(tmp_path / "perm")
+        seg.overlay_png(tmp_path / "perm.png")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    for path in [*out.iterdir(), tmp_path / "perm.png"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
