@@ -8,8 +8,8 @@ Presence gating rule: for every window and query, when the presence logit
 ``p`` is negative (presence probability < 0.5) every voxel of that window gets
 the logit ``p`` (the window votes "absent" everywhere, and the query's mask
 product and accumulation are not even computed there: see :mod:`sat.model.blend`);
-windows that see the structure keep their logits. A prompt for a structure outside the field of view therefore gives an
-empty mask.
+windows that see the structure keep their logits. A prompt for a structure
+outside the field of view therefore gives an empty mask.
 
 Large windows (full-resolution activations over ``LEAN_BYTES``) run through
 :func:`sat.model.lean.lean_forward` (same result, a fraction of the memory).
