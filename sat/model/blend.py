@@ -75,30 +75,32 @@ def _absent_sum(grid: torch.Tensor, profiles: list[torch.Tensor]) -> torch.Tenso
 
 
 def _accumulate(out: torch.Tensor, item: tuple, slices: list) -> None:
-    """Add one batch's present (window, query) logits into their window boxes of ``out``."""
-    indices, part, keep, present = item
-    for b, i in enumerate(indices):
-        pos = torch.nonzero(present[b][keep]).flatten()
+    """Add one batch's present (window, query) weighted logits into their window boxes of ``out``."""
+    indices, (lean, a, b), keep, present = item
+    for k, i in enumerate(indices):
+        pos = torch.nonzero(present[k][keep]).flatten()
         if not len(pos):
             continue
-        if isinstance(part, torch.Tensor):  # logits [B, K, ...] already
-            rows = part[b, pos]
-        else:  # (features [B, C, ...], embeddings [B, K, C]): the product for this window's present rows
-            feats, emb = part
-            rows = torch.mm(emb[b, pos], feats[b].reshape(feats.shape[1], -1)).view(len(pos), *feats.shape[2:])
+        box = slices[i]
+        if lean:  # a: logits [B, N, ...] of every query, b: weights [B, 1, ...]
+            for q in keep[pos].tolist():
+                out[(q, *box)].addcmul_(a[k, q], b[k, 0])
+            continue
+        # a: weighted features [B, C, ...], b: embeddings [B, K, C]: the product of the present rows only
+        rows = torch.mm(b[k, pos], a[k].reshape(a.shape[1], -1)).view(len(pos), *a.shape[2:])
         for j, q in enumerate(keep[pos].tolist()):
-            out[(q, *slices[i])] += rows[j]
+            out[(q, *box)] += rows[j]
 
 
 def _forward(model: SATNet, win: torch.Tensor, queries: torch.Tensor, weight: torch.Tensor, *, gate: bool,
              lean: bool):
-    """(weighted logits [B, K, ...] or the (features, embeddings) giving them, kept indices [K], presence [B, N])."""
+    """((lean, a, b) as read by :func:`_accumulate`, kept query indices [K], presence logits [B, N])."""
     if not lean:
         feats, emb, keep, presence = model.window_parts(win, queries, weight, gate=gate)
-        return (feats, emb), keep, presence
+        return (False, feats, emb), keep, presence
     out = lean_forward(model, win, queries, slab=16, gate=gate)
     keep = torch.nonzero((out.presence >= 0).any(0)).flatten() if gate else torch.arange(queries.shape[0])
-    return out.logits[:, keep] * weight, keep, out.presence
+    return (True, out.logits, weight), keep, out.presence
 
 
 def blend(
