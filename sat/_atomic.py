@@ -24,11 +24,23 @@ from pathlib import Path
 __all__ = ["atomic_write", "atomic_write_bytes", "default_mode"]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux reports it (threads may be writing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)  # elsewhere: set and restore (briefly visible to other threads)
+    os.umask(umask)
+    return umask
+
+
 def default_mode(*, directory: bool = False) -> int:
     """The mode ``open`` (0666) or ``mkdir`` (0777) gives under the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
+    return (0o777 if directory else 0o666) & ~_umask()
 
 
 def atomic_write(path: str | Path, write: Callable[[str], object], *, suffix: str = ".part") -> None:

@@ -163,7 +163,7 @@ class _NearestLookup:
         inside = mask[box]
         if all(bool((c == 1).all()) for c in counts):  # each model voxel is one input voxel
             return int(np.count_nonzero(inside))
-        # sum_ijk m_ijk c_i c_j c_k as three matrix products (float64: exact for these integers)
+        # sum_ijk m_ijk c_i c_j c_k as three matrix products (exact: small integer sums, float64 after the first)
         t = inside.reshape(-1, inside.shape[2]).astype(np.float32) @ counts[2].astype(np.float32)
         t = t.reshape(inside.shape[:2]).astype(np.float64) @ counts[1].astype(np.float64)
         return int(round(float(t @ counts[0].astype(np.float64))))

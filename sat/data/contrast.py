@@ -57,24 +57,16 @@ _BY_ID = {"liver": "liver", "spleen": "spleen", "pancreas": "pancreas", "kidney_
           "small_bowel": "bowel", "colon": "bowel", "esophagus": "bowel"}
 
 
-def tissue_of(concept: str, ancestors: Mapping[str, set[str]] | None = None) -> str | None:
-    """Tissue class of a concept id (a key of the phase tables) or None (does not enhance).
+def tissue_of(concept: str) -> str | None:
+    """Tissue class of a knowledge-tree concept id (a key of the phase tables), or None (does not enhance)."""
+    from sat import knowledge
 
-    Args:
-        concept: knowledge-tree concept id.
-        ancestors: concept id -> ids of its ancestors (default: read from the shipped tree).
-    """
     if concept in _BY_ID:
         return _BY_ID[concept]
     if "portal_vein" in concept:
         return "portal_vein"
-    if ancestors is None:
-        from sat import knowledge
-
-        tree = knowledge.load()
-        up = {a.id for a in tree.ancestors(concept)} if concept in tree else set()
-    else:
-        up = set(ancestors.get(concept, ()))
+    tree = knowledge.load()
+    up = {a.id for a in tree.ancestors(concept)} if concept in tree else set()
     for cls in ("artery", "vein"):
         if cls in up:
             return cls

@@ -275,8 +275,7 @@ class SATDataModule(L.LightningDataModule):
             self.train_cases, self.table, patch_size=h.patch_size, queries_per_sample=h.queries_per_sample,
             p_foreground=h.p_foreground, p_thin=h.p_thin, min_thin=h.min_thin, augment=h.augment,
             structure_shift=h.structure_shift, p_contrast=h.p_contrast, dataset_weights=h.datasets,
-            concept_weights=h.concept_weights,
-            seed=h.seed,
+            concept_weights=h.concept_weights, seed=h.seed,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -16,9 +16,9 @@ Rules (the SAT recipe, adapted to partial labels):
 - **Augmentation**: small rotations/scales/translations, optional per-structure intensity
   offsets (``structure_shift``: enhancement differs between scans), simulated IV contrast on
   CT with probability ``p_contrast`` (:mod:`sat.data.contrast`: arterial, portal-venous or
-  delayed enhancement of vessels and organs), and (MONAI) intensity
-  scale/shift, contrast (gamma), gaussian noise and smoothing. Never a left-right flip: laterality is
-  part of what the text says.
+  delayed enhancement of vessels and organs), and (MONAI) intensity scale/shift, contrast
+  (gamma), gaussian noise and smoothing. Never a left-right flip: laterality is part of
+  what the text says.
 
 Every sample is a pure function of ``(seed, index)``, so a resumed run sees exactly the
 samples it would have seen without the interruption.
