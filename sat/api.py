@@ -230,6 +230,7 @@ class Segmenter:
         overlap: float = 0.25,
         threshold: float = 0.5,
         presence_gating: bool = True,
+        presence_veto: float = 0.01,
         progress: bool = False,
     ) -> Segmentation:
         """Segment ``prompts`` in ``image``.
@@ -241,8 +242,9 @@ class Segmenter:
             modality: ``"ct" | "mr" | "pet"``; default: the volume's (DICOM tag or intensity guess).
             overlap: sliding-window overlap in [0, 1).
             threshold: probability above which a voxel is in a mask, in (0, 1).
-            presence_gating: let each window's presence logit veto a prompt there (the rule of
-                :mod:`sat.model.inference`); False keeps the mask logits alone.
+            presence_gating: let a window veto a prompt its presence head calls very unlikely
+                there (the rule of :mod:`sat.model.inference`); False keeps the mask logits alone.
+            presence_veto: presence probability below which a window vetoes, in (0, 1).
             progress: show a progress bar over the sliding windows.
 
         Returns:
@@ -255,10 +257,12 @@ class Segmenter:
             raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
         if not 0.0 <= float(overlap) < 1.0:
             raise InputError(f"overlap must be in [0, 1), got {overlap}")
+        if not 0.0 < float(presence_veto) < 1.0:
+            raise InputError(f"presence_veto must be a probability in (0, 1), got {presence_veto}")
         plans = self.plan(prompts)
         volume = io.load(image, modality=modality)
         logits, record = self._predict(volume, plans, overlap=overlap, presence_gating=presence_gating,
-                                       progress=progress)
+                                       presence_veto=float(presence_veto), progress=progress)
         crops, labelmap = _to_input_grid(logits, plans, record, threshold)
         labels = [
             Label(value=i, prompt=p.prompt, concept=p.concept.id if p.concept else None,
@@ -266,13 +270,13 @@ class Segmenter:
             for i, p in enumerate(plans, start=1)
         ]
         meta = {"model": self.name, "threshold": float(threshold), "overlap": float(overlap),
-                "presence_gating": bool(presence_gating),
+                "presence_gating": bool(presence_gating), "presence_veto": float(presence_veto),
                 "model_spacing": list(self.spacing)}
         return Segmentation._from_crops(crops, volume.shape, volume.affine, labelmap, labels=labels,
                                         image=volume.array, modality=volume.modality, meta=meta)
 
     def _predict(self, volume, plans: list[_Plan], *, overlap: float, presence_gating: bool = True,
-                 progress: bool = False):
+                 presence_veto: float = 0.01, progress: bool = False):
         """Model-space per-prompt logits ``[N, X', Y', Z']`` (union = max) and the preprocessing record."""
         from sat.model import predict
         from sat.preprocess import standardize
@@ -282,7 +286,7 @@ class Segmenter:
         image, record = standardize(volume, spacing=self.spacing)
         with torch.inference_mode():
             raw = predict(self.model, image[None].to(self.device), queries, overlap=overlap,
-                          presence_gating=presence_gating, progress=progress)
+                          presence_gating=presence_gating, presence_veto=presence_veto, progress=progress)
         index = {t: i for i, t in enumerate(texts)}
         logits = []
         for plan in plans:
@@ -301,6 +305,7 @@ def segment(
     overlap: float = 0.25,
     threshold: float = 0.5,
     presence_gating: bool = True,
+    presence_veto: float = 0.01,
     progress: bool = False,
 ) -> Segmentation:
     """Segment a 3D volume from text prompts (loads the model once per process and caches it).
@@ -312,7 +317,8 @@ def segment(
         modality: ``"ct" | "mr" | "pet"``; default: taken from the volume.
         device: ``"auto"`` (cuda if available), ``"cpu"`` or ``"cuda"``.
         overlap: sliding-window overlap; threshold: mask probability threshold.
-        presence_gating: let the presence head veto a prompt per window (see Segmenter.segment).
+        presence_gating, presence_veto: let a window veto a prompt whose presence probability there
+            is below ``presence_veto`` (see Segmenter.segment).
         progress: show a progress bar.
 
     Returns:
@@ -331,4 +337,4 @@ def segment(
             _CACHE[key] = load_model(model, device=device)
         segmenter = _CACHE[key]
     return segmenter.segment(image, prompts, modality=modality, overlap=overlap, threshold=threshold,
-                             presence_gating=presence_gating, progress=progress)
+                             presence_gating=presence_gating, presence_veto=presence_veto, progress=progress)

@@ -38,6 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
     seg.add_argument("--no-presence-gating", action="store_true",
                      help="keep mask logits where the presence head judges a prompt absent")
+    seg.add_argument("--presence-veto", type=float, default=0.01, metavar="P",
+                     help="presence probability below which a window vetoes a prompt (default 0.01)")
     seg.add_argument("--png", action="store_true", help="also write overlay.png (axial, coronal, sagittal)")
     seg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     seg.set_defaults(func=run_segment)
@@ -66,7 +68,8 @@ def run_segment(args: argparse.Namespace) -> int:
     else:
         prompts = args.prompt
     seg = segmenter.segment(volume, prompts, overlap=args.overlap, threshold=args.threshold,
-                            presence_gating=not args.no_presence_gating, progress=not args.no_progress)
+                            presence_gating=not args.no_presence_gating, presence_veto=args.presence_veto,
+                            progress=not args.no_progress)
     seg.save(out)
     table = seg.volumes_ml()
     table["concept"] = table["concept"].fillna("-")

@@ -245,3 +245,8 @@ def test_presence_gating_can_be_turned_off(model_dir, phantom):
     ungated = segmenter.segment(phantom.image, ["liver"], threshold=0.001, presence_gating=False)
     assert gated.voxels("liver") == 0 and gated.meta["presence_gating"] is True
     assert ungated.voxels("liver") > 0 and ungated.meta["presence_gating"] is False
+    # presence probability 4.5e-5: only a threshold below it lets the windows keep the prompt
+    kept = segmenter.segment(phantom.image, ["liver"], threshold=0.001, presence_veto=1e-5)
+    assert kept.voxels("liver") == ungated.voxels("liver") and kept.meta["presence_veto"] == 1e-5
+    with pytest.raises(InputError, match="presence_veto"):
+        segmenter.segment(phantom.image, ["liver"], presence_veto=0.0)

@@ -6,8 +6,9 @@ axis, each 1D factor floored at ``FLOOR`` so no weight is 0). The blended logit 
 ``q`` at voxel ``v`` is ``sum_w g_w(v) l_wq(v) / sum_w g_w(v)`` over the windows ``w`` that
 contain ``v``, as in MONAI's ``sliding_window_inference`` with this weight map.
 
-With presence gating a window that judges prompt ``q`` absent gives it the constant logit
-``p_wq`` (its presence logit) everywhere. Those windows need no per-voxel work: because the
+With presence gating a window that vetoes prompt ``q`` (presence probability below ``veto``,
+1 % by default: :func:`sat.model.network.vetoed`) gives it the constant logit ``p_wq`` (its
+presence logit) everywhere. Those windows need no per-voxel work: because the
 windows form a grid and ``g`` is separable, ``sum over absent w of p_wq g_w(v)`` is one small
 tensor contraction per prompt (grid of presence logits x three per-axis weight profiles),
 and the normaliser ``sum_w g_w`` is an outer product of three profiles. Only (window,
@@ -31,7 +32,7 @@ import torch
 from monai.data.utils import dense_patch_slices
 
 from sat.model.lean import lean_forward
-from sat.model.network import SATNet
+from sat.model.network import VETO, SATNet, vetoed
 
 __all__ = ["blend", "gaussian_profile", "scan_interval", "FLOOR"]
 
@@ -93,13 +94,13 @@ def _accumulate(out: torch.Tensor, item: tuple, slices: list) -> None:
 
 
 def _forward(model: SATNet, win: torch.Tensor, queries: torch.Tensor, weight: torch.Tensor, *, gate: bool,
-             lean: bool):
+             veto: float, lean: bool):
     """((lean, a, b) as read by :func:`_accumulate`, kept query indices [K], presence logits [B, N])."""
     if not lean:
-        feats, emb, keep, presence = model.window_parts(win, queries, weight, gate=gate)
+        feats, emb, keep, presence = model.window_parts(win, queries, weight, gate=gate, veto=veto)
         return (False, feats, emb), keep, presence
-    out = lean_forward(model, win, queries, slab=16, gate=gate)
-    keep = torch.nonzero((out.presence >= 0).any(0)).flatten() if gate else torch.arange(queries.shape[0])
+    out = lean_forward(model, win, queries, slab=16, gate=gate, veto=veto)
+    keep = torch.nonzero((~vetoed(out.presence, veto)).any(0)).flatten() if gate else torch.arange(queries.shape[0])
     return (True, out.logits, weight), keep, out.presence
 
 
@@ -111,6 +112,7 @@ def blend(
     overlap: float = 0.25,
     sw_batch_size: int = 1,
     gate: bool = True,
+    veto: float = VETO,
     lean: bool = False,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
@@ -124,6 +126,7 @@ def blend(
         overlap: window overlap fraction in [0, 1).
         sw_batch_size: windows per network forward.
         gate: presence gating (see this module's docstring); False: every window computes every query.
+        veto: presence probability under which a window vetoes a query (with ``gate``).
         lean: run windows through :func:`sat.model.lean.lean_forward`.
         dtype: dtype of the accumulated output (contributions are normalised before they are
             added, so float16 keeps its precision).
@@ -149,8 +152,8 @@ def blend(
     for indices in batches:
         win = torch.cat([image[(slice(None), slice(None), *slices[i])] for i in indices])
         w = torch.stack([_window_weight(profiles, cells[i], slices[i]) for i in indices])[:, None]
-        part, keep, presence = _forward(model, win, queries, w, gate=gate, lean=lean)
-        present = presence >= 0 if gate else torch.ones_like(presence, dtype=torch.bool)
+        part, keep, presence = _forward(model, win, queries, w, gate=gate, veto=veto, lean=lean)
+        present = ~vetoed(presence, veto) if gate else torch.ones_like(presence, dtype=torch.bool)
         for b, i in enumerate(indices):
             absent[(slice(None), *cells[i])] = torch.where(present[b], 0.0, presence[b])
         _accumulate(out, (indices, part, keep, present), slices)

@@ -5,7 +5,8 @@ are blended with a separable gaussian weight by :func:`sat.model.blend.blend`
 and, for large outputs, accumulated in float16.
 
 Presence gating rule: for every window and query, when the presence logit
-``p`` is negative (presence probability < 0.5) every voxel of that window gets
+``p`` says the structure is very unlikely there (presence probability below
+``presence_veto``, 1 % by default: :func:`sat.model.network.vetoed`) every voxel of that window gets
 the logit ``p`` (the window votes "absent" everywhere, and the query's mask
 product and accumulation are not even computed there: see :mod:`sat.model.blend`);
 windows that see the structure keep their logits. A prompt for a structure
@@ -35,7 +36,7 @@ from sat.errors import InputError
 from sat.model.allocator import tune_allocator
 from sat.model.blend import blend
 from sat.model.config import ModelConfig
-from sat.model.network import SATNet
+from sat.model.network import VETO, SATNet, vetoed
 
 __all__ = ["predict", "gate_by_presence", "window_memory_bytes", "sw_batch_size_for"]
 
@@ -46,13 +47,14 @@ CPU_MAX_WINDOWS = 4  # windows per batch on CPU: more only touches fresh memory 
 LEAN_BYTES = 1 << 28  # use the slab-wise forward when one full-resolution activation exceeds 256 MiB
 
 
-def gate_by_presence(logits: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
+def gate_by_presence(logits: torch.Tensor, presence: torch.Tensor, veto: float = VETO) -> torch.Tensor:
     """Apply the presence rule: logits [B, N, ...], presence logits [B, N] -> gated logits (same shape).
 
-    Where ``presence < 0`` every voxel gets ``presence``; elsewhere unchanged.
+    Where the window vetoes the query (:func:`sat.model.network.vetoed`) every voxel gets
+    ``presence``; elsewhere unchanged.
     """
     p = presence.reshape(*presence.shape, *([1] * (logits.ndim - 2))).to(logits.dtype)
-    return torch.where(p < 0, p.expand_as(logits), logits)
+    return torch.where(vetoed(p, veto), p.expand_as(logits), logits)
 
 
 def window_memory_bytes(config: ModelConfig, n_queries: int, *, window: Sequence[int] | None = None) -> int:
@@ -110,6 +112,7 @@ def predict(
     memory_gb: float = 2.0,
     accumulate_dtype: torch.dtype | None = None,
     presence_gating: bool = True,
+    presence_veto: float = VETO,
     lean: bool | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -126,6 +129,7 @@ def predict(
         accumulate_dtype: dtype of the blended output; default float16 when a float32 output
             would exceed 1 GiB, else float32.
         presence_gating: apply the presence rule of this module's docstring.
+        presence_veto: the rule's presence probability threshold, in (0, 1).
         lean: use the slab-wise forward (default: when a full-resolution activation of one
             window exceeds ``LEAN_BYTES``).
         progress: show a progress bar over windows.
@@ -138,6 +142,7 @@ def predict(
         raise InputError(f"queries must be [N, D], got {tuple(queries.shape)}; stack the prompt embeddings")
     if not 0 <= overlap < 1:
         raise InputError(f"overlap must be in [0, 1), got {overlap}")
+    vetoed(torch.zeros(()), presence_veto)  # validates the threshold before any work
     config = model.config
     roi = tuple(config.patch_size)
     n = queries.shape[0]
@@ -162,7 +167,7 @@ def predict(
     try:
         with torch.inference_mode():
             out = blend(model, padded, queries, overlap=overlap, sw_batch_size=sw_batch_size, gate=presence_gating,
-                        lean=lean, dtype=accumulate_dtype, progress=progress)
+                        veto=presence_veto, lean=lean, dtype=accumulate_dtype, progress=progress)
     finally:
         model.train(was_training)
     log.debug("predict: %d queries, %s voxels, sw_batch_size=%d", n, tuple(image.shape[2:]), sw_batch_size)

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from sat.model.allocator import tune_allocator
-from sat.model.network import SATNet, SATOutput
+from sat.model.network import VETO, SATNet, SATOutput
 from sat.model.unet import ConvNormAct
 
 __all__ = ["lean_forward", "composite_up_kernel"]
@@ -255,7 +255,8 @@ def _finest_decoder(model: SATNet, coarse: torch.Tensor, skip: torch.Tensor, sla
     return skip, stats.scale_shift(blocks[-1])
 
 
-def _lean_one(model: SATNet, image: torch.Tensor, queries: torch.Tensor, slab: int, gate: bool) -> SATOutput:
+def _lean_one(model: SATNet, image: torch.Tensor, queries: torch.Tensor, slab: int, gate: bool,
+              veto: float) -> SATOutput:
     slope = model.config.negative_slope
     backbone = model.backbone
     skips = [_finest_encoder(model, image, slab, slope)]
@@ -267,7 +268,7 @@ def _lean_one(model: SATNet, image: torch.Tensor, queries: torch.Tensor, slab: i
         x = backbone.decoder[i](x, skips.pop())
     h, norm = _finest_decoder(model, x, skips.pop(), slab, slope)
     del x
-    emb, active, logits = model.prepare_mask(q, presence, h.shape[2:], gate=gate)
+    emb, active, logits = model.prepare_mask(q, presence, h.shape[2:], gate=gate, veto=veto)
     emb, idx = emb[0], active[0]
     for a, b in _slabs(h.shape[2], slab):
         f = _norm_act_(h[:, :, a:b], norm, slope)  # in place: h is not needed afterwards
@@ -279,7 +280,8 @@ def _lean_one(model: SATNet, image: torch.Tensor, queries: torch.Tensor, slab: i
 
 
 def lean_forward(
-    model: SATNet, image: torch.Tensor, queries: torch.Tensor, *, slab: int = 8, gate: bool = False
+    model: SATNet, image: torch.Tensor, queries: torch.Tensor, *, slab: int = 8, gate: bool = False,
+    veto: float = VETO,
 ) -> SATOutput:
     """Inference forward of ``model`` with the full-resolution stages computed in slabs.
 
@@ -292,8 +294,8 @@ def lean_forward(
         image: [B, 1, X, Y, Z] float32.
         queries: [N, text_dim] or [B, N, text_dim].
         slab: rows of the first spatial axis per slab (rounded up to an even number).
-        gate: presence gating (see :meth:`SATNet.prepare_mask`): prompts judged absent get their
-            presence logit everywhere and their mask product is skipped.
+        gate: presence gating (see :meth:`SATNet.prepare_mask`): prompts a window vetoes (presence
+            probability below ``veto``) get their presence logit everywhere and no mask product.
     """
     model.check_image(image)
     if image.device.type == "cpu":
@@ -304,7 +306,7 @@ def lean_forward(
         for i in range(image.shape[0]):
             q = queries if queries.ndim == 2 else queries[i: i + 1]
             img = image[i: i + 1].contiguous(memory_format=CL)
-            outs.append(_lean_one(model, img, q, slab, gate))
+            outs.append(_lean_one(model, img, q, slab, gate, veto))
     if len(outs) == 1:
         return outs[0]
     return SATOutput(logits=torch.cat([o.logits for o in outs]), presence=torch.cat([o.presence for o in outs]))

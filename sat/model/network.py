@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,19 @@ from sat.model.config import ModelConfig, get_config
 from sat.model.decoder import QueryDecoder, VisualTokens, mlp
 from sat.model.unet import UNet3D
 
-__all__ = ["SATNet", "SATOutput", "build_model", "count_parameters", "estimate_flops"]
+__all__ = ["SATNet", "SATOutput", "build_model", "count_parameters", "estimate_flops", "VETO", "vetoed"]
+
+# Presence gating vetoes a query in a window only when the presence head is confident it is
+# absent there: presence probability below VETO.
+VETO = 0.01
+
+
+def vetoed(presence: torch.Tensor, veto: float = VETO) -> torch.Tensor:
+    """Bool tensor, same shape as the presence logits: True where the window vetoes the query
+    (presence probability below ``veto``, in (0, 1))."""
+    if not 0.0 < veto < 1.0:
+        raise InputError(f"presence veto must be a probability in (0, 1), got {veto}")
+    return presence < math.log(veto / (1.0 - veto))
 
 
 @dataclass
@@ -113,13 +126,13 @@ class SATNet(nn.Module):
         return torch.bmm(emb, flat).view(emb.shape[0], emb.shape[1], *features.shape[2:])
 
     def prepare_mask(
-        self, q: torch.Tensor, presence: torch.Tensor, spatial, *, gate: bool
+        self, q: torch.Tensor, presence: torch.Tensor, spatial, *, gate: bool, veto: float = VETO
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Set up the full-resolution mask product, optionally with presence gating.
 
-        Gating rule: a query whose presence logit is negative (probability < 0.5) gets its
-        presence logit as the logit of every voxel of the window (the window votes "absent"
-        everywhere) and its dot product is skipped.
+        Gating rule: a query the window vetoes (presence probability below ``veto``, :func:`vetoed`)
+        gets its presence logit as the logit of every voxel of the window (the window votes
+        "absent" everywhere) and its dot product is skipped.
 
         Returns:
             (per batch item: mask embeddings [n_active, C]; per batch item: active query indices;
@@ -129,16 +142,17 @@ class SATNet(nn.Module):
         logits = torch.empty((b, n, *spatial), dtype=q.dtype, device=q.device)
         embs, actives = [], []
         for i in range(b):
-            active = torch.nonzero(presence[i] >= 0).flatten() if gate else torch.arange(n, device=q.device)
+            active = torch.nonzero(~vetoed(presence[i], veto)).flatten() if gate else torch.arange(n, device=q.device)
             if gate:
-                absent = torch.nonzero(presence[i] < 0).flatten()
+                absent = torch.nonzero(vetoed(presence[i], veto)).flatten()
                 logits[i, absent] = presence[i, absent].view(-1, *([1] * len(spatial)))
             embs.append(self.mask_heads[0](q[i, active]))
             actives.append(active)
         return embs, actives, logits
 
     def window_parts(
-        self, image: torch.Tensor, queries: torch.Tensor, weight: torch.Tensor | None = None, *, gate: bool = True
+        self, image: torch.Tensor, queries: torch.Tensor, weight: torch.Tensor | None = None, *, gate: bool = True,
+        veto: float = VETO,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inference forward of a window batch up to the mask product, for the present queries only.
 
@@ -149,8 +163,8 @@ class SATNet(nn.Module):
             queries: [N, text_dim] text embeddings.
             weight: optional per-voxel weight broadcastable to [B, 1, X, Y, Z] (the blending weight
                 of sliding-window inference), folded into the decoder features.
-            gate: keep only the queries present (presence logit >= 0) in at least one window of
-                the batch (the rule of :meth:`prepare_mask`); False keeps all.
+            gate: keep only the queries not vetoed (:func:`vetoed` with ``veto``) in at least one
+                window of the batch (the rule of :meth:`prepare_mask`); False keeps all.
 
         Returns:
             (features [B, C, X, Y, Z] contiguous channels-first, mask embeddings [B, K, C] of the
@@ -161,7 +175,7 @@ class SATNet(nn.Module):
         q, presence = self.decode_queries(skips, queries)
         feats = self.backbone.decode(skips)[0]
         del skips
-        keep = torch.nonzero((presence >= 0).any(0)).flatten() if gate else torch.arange(q.shape[1])
+        keep = torch.nonzero((~vetoed(presence, veto)).any(0)).flatten() if gate else torch.arange(q.shape[1])
         # one pass: weighted and made contiguous channels-first, so the mask product is a plain bmm
         feats = (feats * weight.to(feats.dtype) if weight is not None else feats).contiguous()
         return feats, self.mask_heads[0](q[:, keep]), keep, presence

@@ -13,7 +13,7 @@ Example:
     >>> from sat.training.report import evaluate_model
     >>> table = evaluate_model("sat/resources/models/sat-tiny", ["datasets/totalseg_abdomen.yaml"])  # doctest: +SKIP
     >>> table.columns.tolist()                                                                          # doctest: +SKIP
-    ['dataset', 'case', 'split', 'concept', 'dice', 'reference_voxels', 'predicted_voxels']
+    ['dataset', 'case', 'split', 'concept', 'in_reference', 'dice', 'grid_ceiling', 'reference_voxels', 'predicted_voxels']
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["evaluate_model", "main"]
+__all__ = ["evaluate_model", "grid_ceiling", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,24 @@ TARGET_CONCEPTS = ("liver", "spleen", "stomach", "aorta", "inferior_vena_cava", 
                    "spinal_cord")
 
 
+COLUMNS = ["dataset", "case", "split", "concept", "in_reference", "dice", "grid_ceiling", "reference_voxels",
+           "predicted_voxels"]
+
+
 def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
     total = int(pred.sum()) + int(ref.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
+
+
+def grid_ceiling(mask: np.ndarray, affine: np.ndarray, spacing: Sequence[float]) -> float:
+    """Dice an ideal model could reach at ``spacing``: the mask's voxel occupancy resampled into
+    model space and back (linear both ways, as predictions are), thresholded at 0.5."""
+    import sat.io
+    from sat.preprocess import invert, standardize
+
+    volume = sat.io.load((mask.astype(np.float32), affine), modality="mr")
+    occupancy, record = standardize(volume, spacing=spacing, normalize=False)
+    return _dice(invert(occupancy[0], record, mode="linear") >= 0.5, mask)
 
 
 def evaluate_model(
@@ -50,8 +65,16 @@ def evaluate_model(
     concepts: Sequence[str] | None = None,
     overlap: float = 0.25,
     presence_gating: bool = True,
+    presence_veto: float = 0.01,
 ) -> pd.DataFrame:
-    """One row per (case, concept present in the case's reference and trained by the model).
+    """One row per (case, concept trained by the model and labelled by the case's dataset).
+
+    Structures the dataset labels but the case does not contain (``in_reference`` False) have
+    Dice 1 when their mask is empty and 0 otherwise; ``predicted_voxels`` counts their false
+    positives.
+
+    ``grid_ceiling`` is the Dice of the reference itself passed through the model's voxel grid
+    and back (:func:`grid_ceiling`): what resolution alone allows.
 
     Args:
         model: shipped model name or folder (see :func:`sat.load_model`).
@@ -59,7 +82,7 @@ def evaluate_model(
         shared: folder the cards' relative roots point into (default: ``../shared``).
         concepts: restrict to these concept ids.
         overlap: sliding-window overlap.
-        presence_gating: passed to :meth:`sat.api.Segmenter.segment`.
+        presence_gating, presence_veto: passed to :meth:`sat.api.Segmenter.segment`.
     """
     import sat
     from sat.data.cards import load_card
@@ -76,21 +99,22 @@ def evaluate_model(
         for source in find_cases(card, card.resolve_root(shared=shared)):
             image, label = load_case(source, modality=card.modality)
             present = {c for c, v in value_of.items() if np.any(label == v)}
-            wanted = sorted(present & trained & set(concepts or present))
+            wanted = sorted(set(value_of) & trained & set(concepts or value_of))
             if not wanted:
                 continue
             start = time.perf_counter()
             seg = segmenter.segment(image, wanted, modality=card.modality, overlap=overlap,
-                                    presence_gating=presence_gating)
+                                    presence_gating=presence_gating, presence_veto=presence_veto)
             log.info("%s/%s: %d structures in %.1f s", card.name, source.case, len(wanted),
                      time.perf_counter() - start)
             for concept in wanted:
                 pred, ref = np.asarray(seg[concept], bool), label == value_of[concept]
                 rows.append({"dataset": card.name, "case": source.case, "split": card.split_of(source.case, source.split),
-                             "concept": concept, "dice": _dice(pred, ref), "reference_voxels": int(ref.sum()),
-                             "predicted_voxels": int(pred.sum())})
-    return pd.DataFrame(rows, columns=["dataset", "case", "split", "concept", "dice", "reference_voxels",
-                                       "predicted_voxels"])
+                             "concept": concept, "in_reference": concept in present, "dice": _dice(pred, ref),
+                             "grid_ceiling": grid_ceiling(ref, image.affine, segmenter.spacing)
+                             if concept in present else np.nan,
+                             "reference_voxels": int(ref.sum()), "predicted_voxels": int(pred.sum())})
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,17 +126,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="also write the rows as CSV")
     parser.add_argument("--no-presence-gating", action="store_true",
                         help="keep the mask logits where the presence head says absent")
+    parser.add_argument("--presence-veto", type=float, default=0.01, metavar="P",
+                        help="presence probability below which a window vetoes a structure (default 0.01)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    table = evaluate_model(args.model, args.cards, shared=args.shared, presence_gating=not args.no_presence_gating)
+    table = evaluate_model(args.model, args.cards, shared=args.shared, presence_gating=not args.no_presence_gating,
+                           presence_veto=args.presence_veto)
     if args.out:
         table.to_csv(args.out, index=False)
-    for (dataset, case), part in table.groupby(["dataset", "case"], sort=False):
+    for (dataset, case), rows in table.groupby(["dataset", "case"], sort=False):
+        part, absent = rows[rows["in_reference"]], rows[~rows["in_reference"]]
         target = part[part["concept"].isin(TARGET_CONCEPTS)]
-        print(f"\n{dataset}/{case} ({part['split'].iloc[0]}): mean Dice {part['dice'].mean():.3f} over "
-              f"{len(part)} structures; {target['dice'].mean():.3f} over the {len(target)} target structures")
-        print(part[["concept", "dice", "reference_voxels", "predicted_voxels"]].round(3).to_markdown(index=False)
+        print(f"\n{dataset}/{case} ({rows['split'].iloc[0]}): mean Dice {part['dice'].mean():.3f} over "
+              f"{len(part)} structures; {target['dice'].mean():.3f} over the {len(target)} target structures "
+              f"(grid ceiling {target['grid_ceiling'].mean():.3f})")
+        shown = [c for c in COLUMNS[3:] if c != "in_reference"]
+        print(part[shown].round(3).to_markdown(index=False)
               if _has_tabulate() else part.round(3).to_string(index=False))
+        if len(absent):
+            false = {r.concept: r.predicted_voxels for r in absent.itertuples() if r.predicted_voxels}
+            print(f"trained structures absent from the case: {len(absent)}, empty masks: "
+                  f"{len(absent) - len(false)}; false-positive voxels: {sum(false.values())} "
+                  f"({false or 'none'})")
     return 0
 
 

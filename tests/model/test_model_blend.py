@@ -9,14 +9,15 @@ from monai.inferers import sliding_window_inference
 from sat.model import build_model
 from sat.model.blend import FLOOR, blend, gaussian_profile, scan_interval
 from sat.model.inference import gate_by_presence
+from sat.model.network import vetoed
 
-from .test_model_network import SMALL
+from .test_model_network import SMALL, straddle_veto
 
 
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)
-    return build_model(SMALL).eval()
+    return straddle_veto(build_model(SMALL).eval())
 
 
 def _monai(net, image, q, *, overlap, gate):
@@ -59,7 +60,7 @@ def test_absent_windows_are_added_analytically(net):
     image, q = torch.randn(1, 1, 48, 16, 16), torch.randn(8, 12)
     with torch.no_grad():
         presence = torch.cat([net(image[..., i:i + 16, :, :], q).presence for i in (0, 16, 32)])
-    mixed = ((presence >= 0).any(0) & (presence < 0).any(0)).nonzero().flatten()
+    mixed = ((~vetoed(presence)).any(0) & vetoed(presence).any(0)).nonzero().flatten()
     assert len(mixed), "the fixture should hold a query judged present in some windows only"
     with torch.no_grad():
         got = blend(net, image, q, overlap=0.5)

@@ -8,14 +8,15 @@ import torch
 from sat.errors import InputError
 from sat.model import build_model, predict, sw_batch_size_for
 from sat.model.inference import gate_by_presence, window_memory_bytes
+from sat.model.network import vetoed
 
-from .test_model_network import SMALL
+from .test_model_network import SMALL, straddle_veto
 
 
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)
-    return build_model(SMALL).eval()
+    return straddle_veto(build_model(SMALL).eval())
 
 
 def test_single_window_equals_forward(net):
@@ -64,10 +65,21 @@ def test_predict_rejects_bad_input(net):
 
 def test_gate_by_presence_rule():
     logits = torch.tensor([[[3.0, -3.0, 0.5], [3.0, -3.0, 0.5]]])  # [B=1, N=2, 3 voxels]
-    presence = torch.tensor([[-2.0, 1.0]])
+    presence = torch.tensor([[-6.0, -2.0]])  # presence probabilities 0.25 % and 12 %
     gated = gate_by_presence(logits, presence)
-    assert gated[0, 0].tolist() == [-2.0, -2.0, -2.0]  # absent: every voxel gets the presence logit
-    assert gated[0, 1].tolist() == [3.0, -3.0, 0.5]  # present: unchanged
+    assert gated[0, 0].tolist() == [-6.0, -6.0, -6.0]  # vetoed: every voxel gets the presence logit
+    assert gated[0, 1].tolist() == [3.0, -3.0, 0.5]  # above 1 %: unchanged
+
+
+def test_presence_veto_threshold():
+    logits, presence = torch.ones(1, 2, 3), torch.tensor([[-2.0, 1.0]])
+    assert gate_by_presence(logits, presence, veto=0.5)[0, 0].tolist() == [-2.0] * 3  # 12 % < 50 %: vetoed
+    assert gate_by_presence(logits, presence, veto=0.01)[0, 0].tolist() == [1.0] * 3  # 12 % > 1 %: kept
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(InputError, match="probability"):
+            vetoed(presence, bad)
+    with pytest.raises(InputError, match="probability"):
+        predict(build_model(SMALL).eval(), torch.zeros(16, 16, 16), torch.randn(1, 12), presence_veto=1.0)
 
 
 def test_window_parts_keep_present_queries_and_fold_the_weight(net):
@@ -79,8 +91,8 @@ def test_window_parts_keep_present_queries_and_fold_the_weight(net):
         rows = net.mask_logits_from(feats, emb)
         all_feats, all_emb, all_keep, _ = net.window_parts(image, q, gate=False)
         all_rows = net.mask_logits_from(all_feats, all_emb)
-    present = (out.presence >= 0).any(0)
-    assert (out.presence < 0).any() and (out.presence >= 0).any()  # both branches exercised
+    present = (~vetoed(out.presence)).any(0)
+    assert vetoed(out.presence).any() and (~vetoed(out.presence)).any()  # both branches exercised
     assert keep.tolist() == torch.nonzero(present).flatten().tolist()
     torch.testing.assert_close(presence, out.presence)
     torch.testing.assert_close(rows, out.logits[:, keep] * weight, atol=1e-5, rtol=1e-5)

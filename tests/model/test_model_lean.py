@@ -9,7 +9,10 @@ import torch.nn.functional as F
 from sat.model import ModelConfig, build_model
 from sat.model.inference import gate_by_presence
 from sat.model.lean import composite_up_kernel, lean_forward
+from sat.model.network import vetoed
 from sat.model.unet import upsample2x
+
+from .test_model_network import straddle_veto
 
 DEEP = ModelConfig(
     preset="test-deep", widths=(6, 8, 16), depths=(3, 1, 2), decoder_depths=(3, 1), query_dim=16,
@@ -35,13 +38,14 @@ def test_lean_forward_equals_plain_forward(slab):
 @pytest.mark.slow
 def test_lean_forward_tiny_preset_and_gating():
     torch.manual_seed(0)
-    net = build_model("sat-tiny").eval()
     image, q = torch.randn(1, 1, 32, 32, 32), torch.randn(7, 384)
+    net = straddle_veto(build_model("sat-tiny").eval(), image, q)
     with torch.no_grad():
         ref = net(image, q)
     out = lean_forward(net, image, q, slab=6)
     assert (out.logits - ref.logits).abs().max() < 1e-3
     gated = lean_forward(net, image, q, gate=True)
+    assert vetoed(ref.presence).any() and (~vetoed(ref.presence)).any()
     torch.testing.assert_close(gated.logits, gate_by_presence(ref.logits, ref.presence), atol=1e-3, rtol=1e-3)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -14,12 +16,23 @@ from sat.model import (
     estimate_flops,
     get_config,
 )
+from sat.model.network import VETO
 
 SMALL = ModelConfig(
     preset="test-small", widths=(4, 8, 16), depths=(1, 1, 1), decoder_depths=(1, 1), query_dim=32,
     decoder_layers=1, heads=4, ffn_dim=32, token_levels=2, mask_hidden=16, deep_supervision=1,
     text_dim=12, patch_size=(16, 16, 16),
 )
+
+
+def straddle_veto(net, image=None, queries=None):
+    """Shift a random network's presence logits to the veto threshold (by their median on
+    ``image``/``queries`` when given), so gating vetoes some (window, query) pairs and keeps
+    others (both branches exercised); returns ``net``."""
+    with torch.no_grad():
+        shift = math.log(VETO / (1 - VETO)) - (net(image, queries).presence.median() if image is not None else 0.0)
+        net.presence_head[-1].bias += shift
+    return net
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from conftest import TINY_NET
 
 from sat.model import build_model
 from sat.training.export import export_model
-from sat.training.report import _dice, evaluate_model, main
+from sat.training.report import _dice, evaluate_model, grid_ceiling, main
 
 CARDS = Path(__file__).resolve().parents[2] / "datasets"
 
@@ -26,6 +26,17 @@ def test_dice_edge_cases():
     assert _dice(b, c) == pytest.approx(2 * 4 / 12)
 
 
+def test_grid_ceiling_thick_and_thin_structures():
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    block = np.zeros((30, 30, 30), bool)
+    block[6:24, 6:24, 6:24] = True  # 18 mm cube on a 1 mm grid: survives 3 mm voxels
+    assert grid_ceiling(block, affine, (3.0, 3.0, 3.0)) > 0.9
+    plane = np.zeros((30, 30, 30), bool)
+    plane[:, :, 14] = True  # 1 mm thick: lost in 3 mm voxels
+    assert grid_ceiling(plane, affine, (3.0, 3.0, 3.0)) < 0.5
+    assert grid_ceiling(plane, affine, (1.0, 1.0, 1.0)) == 1.0
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_report_on_a_real_case(tmp_path, shared_data, capsys):
@@ -33,7 +44,9 @@ def test_report_on_a_real_case(tmp_path, shared_data, capsys):
                          concepts=["liver", "heart"], text_encoder="base")
     table = evaluate_model(model, [CARDS / "dcmqi_3slice.yaml"], shared=shared_data.parent)
     assert sorted(table["concept"]) == ["heart", "liver"]
+    assert table["in_reference"].all(), "the 3-slice case holds both structures"
     assert table["dice"].between(0, 1).all() and (table["reference_voxels"] > 0).all()
+    assert table["grid_ceiling"].between(0, 1).all()
     assert main([str(CARDS / "dcmqi_3slice.yaml"), "--model", str(model), "--shared", str(shared_data.parent),
                  "--out", str(tmp_path / "r.csv")]) == 0
     assert "dcmqi_3slice/subject_c" in capsys.readouterr().out and (tmp_path / "r.csv").is_file()
