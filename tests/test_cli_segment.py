@@ -75,6 +75,7 @@ def test_segment_all_concepts(model_dir, ct_path, tmp_path):
     (["CT", "-p", ""], "empty prompt"),
     (["CT", "-p", "liver", "--model", "no-such-model"], "unknown model 'no-such-model'; shipped models"),
     (["CT", "-p", "liver", "--threshold", "2"], "threshold"),
+    (["CT", "-p", "liver", "--presence-veto", "1.5"], "presence_veto must be a probability"),
 ])
 def test_segment_errors(args, match, model_dir, ct_path, tmp_path, capsys):
     args = [str(ct_path) if a == "CT" else str(tmp_path / "nope.nii.gz") if a == "MISSING" else a for a in args]
