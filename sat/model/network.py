@@ -34,7 +34,7 @@ def vetoed(presence: torch.Tensor, veto: float = VETO) -> torch.Tensor:
     """Bool tensor, same shape as the presence logits: True where the window vetoes the query
     (presence probability below ``veto``, in (0, 1))."""
     if not 0.0 < veto < 1.0:
-        raise InputError(f"presence veto must be a probability in (0, 1), got {veto}")
+        raise InputError(f"presence_veto must be a probability in (0, 1), got {veto}")
     return presence < math.log(veto / (1.0 - veto))
 
 
