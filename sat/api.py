@@ -252,13 +252,13 @@ class Segmenter:
             overlaps given to the most probable prompt).
         """
         from sat import io
+        from sat.model.network import veto_logit
 
         if not 0.0 < float(threshold) < 1.0:
             raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
         if not 0.0 <= float(overlap) < 1.0:
             raise InputError(f"overlap must be in [0, 1), got {overlap}")
-        if not 0.0 < float(presence_veto) < 1.0:
-            raise InputError(f"presence_veto must be a probability in (0, 1), got {presence_veto}")
+        veto_logit(presence_veto)  # a bad threshold fails before any work
         plans = self.plan(prompts)
         volume = io.load(image, modality=modality)
         logits, record = self._predict(volume, plans, overlap=overlap, presence_gating=presence_gating,
@@ -275,8 +275,8 @@ class Segmenter:
         return Segmentation._from_crops(crops, volume.shape, volume.affine, labelmap, labels=labels,
                                         image=volume.array, modality=volume.modality, meta=meta)
 
-    def _predict(self, volume, plans: list[_Plan], *, overlap: float, presence_gating: bool = True,
-                 presence_veto: float = 0.01, progress: bool = False):
+    def _predict(self, volume, plans: list[_Plan], *, overlap: float, presence_gating: bool, presence_veto: float,
+                 progress: bool = False):
         """Model-space per-prompt logits ``[N, X', Y', Z']`` (union = max) and the preprocessing record."""
         from sat.model import predict
         from sat.preprocess import standardize

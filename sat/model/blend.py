@@ -32,7 +32,7 @@ import torch
 from monai.data.utils import dense_patch_slices
 
 from sat.model.lean import lean_forward
-from sat.model.network import VETO, SATNet, vetoed
+from sat.model.network import VETO, SATNet, kept_queries, vetoed
 
 __all__ = ["blend", "gaussian_profile", "scan_interval", "FLOOR"]
 
@@ -100,8 +100,7 @@ def _forward(model: SATNet, win: torch.Tensor, queries: torch.Tensor, weight: to
         feats, emb, keep, presence = model.window_parts(win, queries, weight, gate=gate, veto=veto)
         return (False, feats, emb), keep, presence
     out = lean_forward(model, win, queries, slab=16, gate=gate, veto=veto)
-    keep = torch.nonzero((~vetoed(out.presence, veto)).any(0)).flatten() if gate else torch.arange(queries.shape[0])
-    return (True, out.logits, weight), keep, out.presence
+    return (True, out.logits, weight), kept_queries(out.presence, gate=gate, veto=veto), out.presence
 
 
 def blend(

@@ -36,7 +36,7 @@ from sat.errors import InputError
 from sat.model.allocator import tune_allocator
 from sat.model.blend import blend
 from sat.model.config import ModelConfig
-from sat.model.network import VETO, SATNet, vetoed
+from sat.model.network import VETO, SATNet, veto_logit, vetoed
 
 __all__ = ["predict", "gate_by_presence", "window_memory_bytes", "sw_batch_size_for"]
 
@@ -142,7 +142,7 @@ def predict(
         raise InputError(f"queries must be [N, D], got {tuple(queries.shape)}; stack the prompt embeddings")
     if not 0 <= overlap < 1:
         raise InputError(f"overlap must be in [0, 1), got {overlap}")
-    vetoed(torch.zeros(()), presence_veto)  # validates the threshold before any work
+    veto_logit(presence_veto)  # validates the threshold before any work
     config = model.config
     roi = tuple(config.patch_size)
     n = queries.shape[0]

@@ -23,19 +23,35 @@ from sat.model.config import ModelConfig, get_config
 from sat.model.decoder import QueryDecoder, VisualTokens, mlp
 from sat.model.unet import UNet3D
 
-__all__ = ["SATNet", "SATOutput", "build_model", "count_parameters", "estimate_flops", "VETO", "vetoed"]
+__all__ = ["SATNet", "SATOutput", "build_model", "count_parameters", "estimate_flops", "VETO", "veto_logit", "vetoed",
+           "kept_queries"]
 
 # Presence gating vetoes a query in a window only when the presence head is confident it is
 # absent there: presence probability below VETO.
 VETO = 0.01
 
 
+def veto_logit(veto: float) -> float:
+    """The presence logit of probability ``veto``; raises InputError unless ``veto`` is in (0, 1)."""
+    if not 0.0 < float(veto) < 1.0:
+        raise InputError(f"presence_veto must be a probability in (0, 1), got {veto}")
+    return math.log(veto / (1.0 - veto))
+
+
 def vetoed(presence: torch.Tensor, veto: float = VETO) -> torch.Tensor:
     """Bool tensor, same shape as the presence logits: True where the window vetoes the query
-    (presence probability below ``veto``, in (0, 1))."""
-    if not 0.0 < veto < 1.0:
-        raise InputError(f"presence_veto must be a probability in (0, 1), got {veto}")
-    return presence < math.log(veto / (1.0 - veto))
+    (presence probability below ``veto``)."""
+    return presence < veto_logit(veto)
+
+
+def kept_queries(presence: torch.Tensor, *, gate: bool, veto: float = VETO) -> torch.Tensor:
+    """Indices [K] of the queries some window of the batch does not veto (all of them without ``gate``).
+
+    ``presence``: [B, N] presence logits.
+    """
+    if not gate:
+        return torch.arange(presence.shape[1], device=presence.device)
+    return torch.nonzero((~vetoed(presence, veto)).any(0)).flatten()
 
 
 @dataclass
@@ -142,7 +158,7 @@ class SATNet(nn.Module):
         logits = torch.empty((b, n, *spatial), dtype=q.dtype, device=q.device)
         embs, actives = [], []
         for i in range(b):
-            active = torch.nonzero(~vetoed(presence[i], veto)).flatten() if gate else torch.arange(n, device=q.device)
+            active = kept_queries(presence[i:i + 1], gate=gate, veto=veto)
             if gate:
                 absent = torch.nonzero(vetoed(presence[i], veto)).flatten()
                 logits[i, absent] = presence[i, absent].view(-1, *([1] * len(spatial)))
@@ -175,7 +191,7 @@ class SATNet(nn.Module):
         q, presence = self.decode_queries(skips, queries)
         feats = self.backbone.decode(skips)[0]
         del skips
-        keep = torch.nonzero((~vetoed(presence, veto)).any(0)).flatten() if gate else torch.arange(q.shape[1])
+        keep = kept_queries(presence, gate=gate, veto=veto)
         # one pass: weighted and made contiguous channels-first, so the mask product is a plain bmm
         feats = (feats * weight.to(feats.dtype) if weight is not None else feats).contiguous()
         return feats, self.mask_heads[0](q[:, keep]), keep, presence

@@ -52,6 +52,7 @@ def grid_ceiling(mask: np.ndarray, affine: np.ndarray, spacing: Sequence[float])
     import sat.io
     from sat.preprocess import invert, standardize
 
+    # any modality: with normalize=False it only keeps sat.io from guessing one from intensities
     volume = sat.io.load((mask.astype(np.float32), affine), modality="mr")
     occupancy, record = standardize(volume, spacing=spacing, normalize=False)
     return _dice(invert(occupancy[0], record, mode="linear") >= 0.5, mask)
