@@ -40,6 +40,12 @@ from sat.io import Volume, load, load_label
 log = logging.getLogger(__name__)
 
 CT_WINDOW = (-500.0, 1000.0)
+# CT is in Hounsfield units, which mean the same on every scanner, so every CT gets one fixed
+# map: (clip(HU, CT_WINDOW) - mean) / std. A per-scan z-score would move a tissue with the
+# field of view (an upper-abdomen slab, mostly liver, has a body mean about 65 HU above a
+# chest-to-femur scan) and with contrast enhancement. The values are the body statistics
+# (voxels above -500 HU) of the training CT, rounded.
+CT_SCALE = (-25.0, 120.0)
 PERCENTILES = (0.5, 99.5)
 _MAX_STAT_VOXELS = 2_000_000
 
@@ -117,28 +123,51 @@ def _foreground_box(array: np.ndarray, modality: str | None, margin: np.ndarray)
     return box
 
 
-def normalize_intensity(array: torch.Tensor, modality: str | None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Clip and z-score ``array`` in place-free fashion; returns (normalised float32, stats).
+def normalize_intensity(
+    array: torch.Tensor, modality: str | None, *, ct_scale: tuple[float, float] | None = CT_SCALE
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Clip and scale ``array`` (not in place); returns (normalised float32, stats).
 
-    CT: clip to [-500, 1000] HU, mean/std over the body (voxels above -500 HU before
-    clipping; all voxels if none). MR, PET or unknown: clip to the 0.5-99.5 percentiles
-    of the non-zero voxels (background is usually exactly 0), mean/std over those clipped
-    non-zero voxels. Statistics use at most ~2M evenly strided voxels.
+    CT: clip to [-500, 1000] HU, then subtract ``ct_scale[0]`` and divide by ``ct_scale[1]``
+    (fixed, :data:`CT_SCALE`); ``ct_scale=None`` instead z-scores over the scan's own body
+    voxels (above -500 HU; all voxels if none), as models trained before the fixed scale
+    expect. MR, PET or unknown: clip to the 0.5-99.5 percentiles of the non-zero voxels
+    (background is usually exactly 0), mean/std over those clipped non-zero voxels.
+    Statistics use at most ~2M evenly strided voxels.
     """
     flat = array.reshape(-1).numpy()
-    if modality == "ct":
-        lo, hi = CT_WINDOW
-        body = _sample(flat)
-        body = body[body > lo]
+    if modality == "ct" and ct_scale is not None:
+        (lo, hi), (mean, std) = CT_WINDOW, (float(ct_scale[0]), float(ct_scale[1]))
+        if not std > 0:
+            raise InputError(f"ct_scale {tuple(ct_scale)} needs a positive scale; give (center HU, scale HU)")
     else:
-        body = _sample(flat)
-        body = body[body != 0] if np.count_nonzero(body) else body
-        lo, hi = (float(v) for v in np.percentile(body, PERCENTILES)) if body.size else (0.0, 0.0)
-    stats_from = np.clip(body, lo, hi) if body.size else np.clip(_sample(flat), lo, hi)
-    mean = float(stats_from.mean(dtype=np.float64))
-    std = max(float(stats_from.std(dtype=np.float64)), 1e-6)
+        if modality == "ct":
+            lo, hi = CT_WINDOW
+            body = _sample(flat)
+            body = body[body > lo]
+        else:
+            body = _sample(flat)
+            body = body[body != 0] if np.count_nonzero(body) else body
+            lo, hi = (float(v) for v in np.percentile(body, PERCENTILES)) if body.size else (0.0, 0.0)
+        stats_from = np.clip(body, lo, hi) if body.size else np.clip(_sample(flat), lo, hi)
+        mean = float(stats_from.mean(dtype=np.float64))
+        std = max(float(stats_from.std(dtype=np.float64)), 1e-6)
     out = array.clamp(lo, hi).sub_(mean).div_(std)
     return out, {"clip": [float(lo), float(hi)], "mean": mean, "std": std}
+
+
+def ct_scale_of(intensity: Any) -> tuple[float, float] | None:
+    """The ``ct_scale`` a model or plan was trained with, from its ``intensity`` description.
+
+    ``{"ct": {"mean": m, "std": s, ...}}`` -> ``(m, s)``; a CT entry that is text (models made
+    before the fixed scale: per-scan z-score) -> ``None``; no description -> :data:`CT_SCALE`.
+    """
+    ct = intensity.get("ct") if isinstance(intensity, dict) else None
+    if ct is None:
+        return CT_SCALE
+    if isinstance(ct, dict):
+        return float(ct["mean"]), float(ct["std"])
+    return None
 
 
 def _plan(volume: Volume, spacing: tuple[float, float, float], orientation: str, box: list[list[int]]) -> Record:
@@ -201,6 +230,7 @@ def standardize(
     crop_foreground: bool = False,
     normalize: bool = True,
     margin_mm: float = 10.0,
+    ct_scale: tuple[float, float] | None = CT_SCALE,
 ) -> tuple[torch.Tensor, Record]:
     """Bring an image into model space.
 
@@ -210,6 +240,8 @@ def standardize(
         orientation: target axis codes, e.g. ``"RAS"``.
         crop_foreground: crop to the body's bounding box plus ``margin_mm`` first.
         normalize: apply :func:`normalize_intensity` for ``volume.modality``.
+        ct_scale: CT (center, scale) in HU, or ``None`` for a per-scan z-score
+            (see :func:`normalize_intensity`).
 
     Returns:
         ``(tensor [1, X', Y', Z'] float32, Record)``; invert predictions with :func:`invert`.
@@ -234,7 +266,7 @@ def standardize(
     data = _grid.resize_linear(torch.from_numpy(np.ascontiguousarray(data))[None], record.resampled_shape)
     data = torch.from_numpy(_grid.reorient(data.numpy(), np.asarray(record.ornt), channel_first=True))
     if normalize:
-        data, record.intensity = normalize_intensity(data, volume.modality)
+        data, record.intensity = normalize_intensity(data, volume.modality, ct_scale=ct_scale)
     return data.contiguous(), record
 
 

@@ -165,6 +165,28 @@ def _fake_predict(segmenter, regions):
     return fake
 
 
+@pytest.mark.parametrize("intensity, ct_scale", [
+    (None, preprocess.CT_SCALE),                                   # no description: the current default
+    ({"ct": "clip [-500, 1000] HU, z-score over body voxels"}, None),  # older models: per-scan z-score
+    ({"ct": {"mean": 10.0, "std": 50.0}}, (10.0, 50.0)),
+])
+def test_ct_images_are_scaled_as_the_model_was_trained(model_dir, monkeypatch, intensity, ct_scale):
+    seen = []
+
+    def capture(model, image, queries, **kwargs):
+        seen.append(image.clone())
+        return torch.full((queries.shape[0], *image.shape[-3:]), -8.0)
+
+    segmenter = api.load_model(model_dir, device="cpu")
+    segmenter.config = {**segmenter.config, "intensity": intensity}
+    monkeypatch.setattr(sat.model, "predict", capture)
+    volume = io.load((np.random.default_rng(1).normal(0, 200, (20, 20, 10)).astype(np.float32), np.eye(4) * 3),
+                     modality="ct")
+    segmenter.segment(volume, "liver")
+    expected, _ = preprocess.standardize(volume, spacing=segmenter.spacing, ct_scale=ct_scale)
+    torch.testing.assert_close(seen[0][0], expected)
+
+
 def test_union_labelmap_and_inversion_are_exact(segmenter, monkeypatch):
     regions = {  # query text -> (box as fractions of the model grid, logit)
         "liver": (((0.1, 0.6), (0.2, 0.8), (0.2, 0.7)), 2.0),

@@ -98,15 +98,41 @@ def test_crop_foreground_and_inverse_padding():
     assert np.array_equal(back, label.array)
 
 
-def test_ct_normalisation_clips_and_zscores_over_the_body():
+def _ct_with_body():
     arr = np.full((20, 20, 20), -1000.0, np.float32)
     arr[5:15, 5:15, 5:15] = np.linspace(-400, 3000, 1000).reshape(10, 10, 10)
+    return arr
+
+
+def test_ct_normalisation_is_one_fixed_map_of_hounsfield_units():
+    arr = _ct_with_body()
     x, rec = pp.standardize(io.load((arr, np.eye(4))), spacing=1.0)
+    center, scale = pp.CT_SCALE
+    assert rec.intensity == {"clip": [-500.0, 1000.0], "mean": center, "std": scale}
+    np.testing.assert_allclose(x[0].numpy(), (np.clip(arr, -500, 1000) - center) / scale, atol=1e-5)
+    # the same tissue gets the same value whatever else is in the field of view
+    crop, _ = pp.standardize(io.load((arr[8:12], np.eye(4))), spacing=1.0)
+    np.testing.assert_allclose(crop[0].numpy(), x[0, 8:12].numpy(), atol=1e-5)
+    y, rec = pp.standardize(io.load((arr, np.eye(4))), spacing=1.0, ct_scale=(0.0, 100.0))
+    assert float(y.max()) == pytest.approx(10.0) and rec.intensity["std"] == 100.0
+    with pytest.raises(InputError, match="positive scale"):
+        pp.standardize(io.load((arr, np.eye(4))), spacing=1.0, ct_scale=(0.0, 0.0))
+
+
+def test_ct_per_scan_zscore_over_the_body_for_older_models():
+    arr = _ct_with_body()
+    x, rec = pp.standardize(io.load((arr, np.eye(4))), spacing=1.0, ct_scale=None)
     assert rec.intensity["clip"] == [-500.0, 1000.0]
     body = np.clip(arr[arr > -500], -500, 1000)
     assert rec.intensity["mean"] == pytest.approx(body.mean(), rel=1e-4)
     assert float(x.max()) == pytest.approx((1000 - body.mean()) / body.std(), rel=1e-3)
     assert float(x.min()) == pytest.approx((-500 - body.mean()) / body.std(), rel=1e-3)
+
+
+def test_ct_scale_of_reads_the_model_description():
+    assert pp.ct_scale_of({"ct": {"clip": [-500, 1000], "mean": -25, "std": 120}}) == (-25.0, 120.0)
+    assert pp.ct_scale_of({"ct": "clip [-500, 1000] HU, z-score over body voxels"}) is None
+    assert pp.ct_scale_of(None) == pp.CT_SCALE and pp.ct_scale_of({"mr": "z-score"}) == pp.CT_SCALE
 
 
 def test_mr_normalisation_uses_nonzero_percentiles():

@@ -223,3 +223,25 @@ def test_structure_shift_offsets_whole_structures_only():
             changed += bool(d[0])
     assert 10 <= changed <= 30  # about half of the 40 structure draws
     assert Augmentation((8, 8, 8)).structures(image, label, 0) is image  # off by default
+
+
+def test_elastic_deformation_is_smooth_seeded_and_off_by_default():
+    from sat.data.augment import Augmentation
+
+    rng = np.random.default_rng(0)
+    image = rng.random((40, 40, 24)).astype(np.float32)
+    label = np.zeros((40, 40, 24), np.uint8)
+    label[10:30, 12:28, 6:18] = 2
+    plain, elastic = Augmentation((32, 32, 16)), Augmentation((32, 32, 16), p_elastic=1.0)
+    assert plain.displacement(np.random.default_rng(0), image.shape) is None
+    field = elastic.displacement(np.random.default_rng(0), image.shape)
+    assert tuple(field.shape) == (1, 32, 32, 16, 3)
+    voxels = field[0, ..., 2].numpy() * 40 / 2  # x displacement in input voxels
+    assert 0.5 < voxels.std() < 4.0 and np.abs(np.diff(voxels, axis=0)).max() < 1.0  # a few voxels, smooth
+    a_img, a_lab = elastic.spatial(image, label, 7)
+    b_img, b_lab = elastic.spatial(image, label, 7)
+    np.testing.assert_array_equal(a_img, b_img)
+    np.testing.assert_array_equal(a_lab, b_lab)
+    p_img, p_lab = plain.spatial(image, label, 7)
+    assert set(np.unique(a_lab)) <= {0, 2} and not np.array_equal(a_lab, p_lab)
+    assert abs(int((a_lab > 0).sum()) - int((p_lab > 0).sum())) < 0.3 * int((p_lab > 0).sum())

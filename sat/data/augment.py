@@ -56,7 +56,10 @@ class Augmentation:
     Spatial (one ``grid_sample``, bilinear image / nearest label, border padding): random
     rotation (up to ``rotate`` radians about x, y, z; z is the axial in-plane axis) and
     isotropic-ish scaling (+-``scale``), applied with probability ``p_spatial``; otherwise a
-    centre crop. Per structure (:meth:`structures`): with probability ``p_structure`` a
+    centre crop. Elastic (same ``grid_sample``, probability ``p_elastic``): a smooth random
+    displacement, normal with ``elastic`` voxels standard deviation per axis at control points
+    every ``elastic_spacing`` voxels, trilinearly interpolated between them: organs of another
+    person differ in shape, not only in size and pose. Per structure (:meth:`structures`): with probability ``p_structure`` a
     sample gets, for each labelled structure in it with probability 1/2, a uniform intensity
     offset in +-``structure_shift`` (standardized units; CT: about 1/3 of the body's HU
     spread): contrast phases and enhancement differ between scans, so vessels and organs must
@@ -72,6 +75,9 @@ class Augmentation:
         p_spatial: float = 0.8,
         rotate: Sequence[float] = (0.1, 0.1, 0.26),
         scale: float = 0.15,
+        p_elastic: float = 0.0,
+        elastic: float = 2.0,
+        elastic_spacing: int = 16,
         p_structure: float = 0.0,
         structure_shift: float = 0.6,
     ) -> None:
@@ -86,6 +92,7 @@ class Augmentation:
 
         self.patch = tuple(int(p) for p in patch)
         self.p_spatial, self.rotate, self.scale = p_spatial, np.asarray(rotate, float), float(scale)
+        self.p_elastic, self.elastic, self.elastic_spacing = float(p_elastic), float(elastic), max(1, int(elastic_spacing))
         self.p_structure, self.structure_shift = float(p_structure), float(structure_shift)
         self.intensity_transform = Compose([
             RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
@@ -103,17 +110,33 @@ class Augmentation:
         zoom = 1.0 + rng.uniform(-self.scale, self.scale) + rng.uniform(-0.03, 0.03, 3)
         return _rotation(angles) @ np.diag(1.0 / zoom)
 
+    def displacement(self, rng: np.random.Generator, box: Sequence[int]) -> torch.Tensor | None:
+        """Random smooth displacement [1, *patch, 3] in grid_sample's normalised (z, y, x) input coords, or None."""
+        import torch.nn.functional as F
+
+        if self.p_elastic <= 0 or rng.random() >= self.p_elastic:
+            return None
+        control = [int(np.ceil(p / self.elastic_spacing)) + 1 for p in self.patch]
+        field = torch.from_numpy(rng.normal(0.0, self.elastic, (1, 3, *control)).astype(np.float32))
+        field = F.interpolate(field, size=self.patch, mode="trilinear", align_corners=True)  # voxels, axes (x, y, z)
+        field = field * torch.tensor([2.0 / b for b in box]).view(1, 3, 1, 1, 1)  # -> normalised input units
+        return field.flip(1).permute(0, 2, 3, 4, 1)
+
     def spatial(self, image: np.ndarray, label: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """[X, Y, Z] box arrays -> [*patch] float32 image and integer label, sharing one random map."""
         import torch.nn.functional as F
 
-        a = self.matrix(np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        a = self.matrix(rng)
         box, out = np.array(image.shape, float), np.array(self.patch, float)
         theta = np.diag(2.0 / box) @ a @ np.diag(out / 2.0)  # normalised output -> input coords
         theta = theta[::-1, ::-1].copy()  # grid_sample orders coordinates (z, y, x)
         affine = torch.zeros(1, 3, 4)
         affine[0, :, :3] = torch.from_numpy(theta)
         grid = F.affine_grid(affine, [1, 1, *self.patch], align_corners=False)
+        shift = self.displacement(rng, image.shape)
+        if shift is not None:
+            grid = grid + shift
         img = F.grid_sample(torch.from_numpy(image.astype(np.float32))[None, None], grid, mode="bilinear",
                             padding_mode="border", align_corners=False)
         lab = F.grid_sample(torch.from_numpy(label.astype(np.float32))[None, None], grid, mode="nearest",

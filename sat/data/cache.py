@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sat import preprocess
 from sat._atomic import atomic_write_bytes
 from sat.data.cards import DatasetCard
 from sat.data.converters import CaseSource, find_cases, load_case
@@ -86,7 +87,6 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
 def _standardize(job: _Job) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], float]:
     """Read the case and return (image float16, compact label uint16, spacing, intensity std) in model space."""
     from sat import io as sat_io
-    from sat import preprocess
 
     card, source = job.card, job.source
     image, label = load_case(source, modality=card.modality, known=card.labels)
@@ -126,7 +126,7 @@ def _prepare_case(job: _Job) -> dict:
         "concepts": ";".join(concepts[v - 1] for v in sorted(present)),
         "labelled": ";".join(str(c) for c in names),
     }
-    sidecar = {"row": row, "target_spacing": list(job.spacing)}
+    sidecar = {"row": row, "target_spacing": list(job.spacing), "ct_scale": list(preprocess.CT_SCALE)}
     atomic_write_bytes(job.npz.with_suffix(".json"), json.dumps(sidecar, indent=1).encode())
     return row
 
@@ -141,7 +141,7 @@ def _run_job(job: _Job) -> tuple[str, dict | str]:
 
 
 def _up_to_date(job: _Job) -> dict | None:
-    """The stored row when the case's npz is newer than its inputs and card and used the same spacing."""
+    """The stored row when the case's npz is newer than its inputs and card and used the same spacing and CT scale."""
     sidecar = job.npz.with_suffix(".json")
     if not (job.npz.is_file() and sidecar.is_file()):
         return None
@@ -152,6 +152,8 @@ def _up_to_date(job: _Job) -> dict | None:
         return None
     if [float(s) for s in stored.get("target_spacing", [])] != list(job.spacing):
         return None
+    if job.card.modality == "ct" and stored.get("ct_scale") != list(preprocess.CT_SCALE):
+        return None  # made with another CT intensity scale
     made = job.npz.stat().st_mtime
     inputs = job.source.inputs() + ([job.card.path] if job.card.path else [])
     if any(not p.exists() or p.stat().st_mtime >= made for p in inputs):

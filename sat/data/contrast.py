@@ -88,7 +88,7 @@ def simulate_contrast(
         image: [X, Y, Z] float32 standardized intensities.
         label: [X, Y, Z] integer label map of the patch.
         tissues: label value -> tissue class (values missing or mapped to None do not enhance).
-        hu_per_unit: HU per standardized unit of this case (its z-score standard deviation).
+        hu_per_unit: HU per standardized unit of this case (the scale of its intensity normalisation).
         rng: random generator (the phase, the dose factor and every class offset come from it).
         phase: force a phase of :data:`PHASES` (default: drawn with their probabilities).
     """

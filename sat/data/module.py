@@ -174,7 +174,7 @@ class SATDataModule(L.LightningDataModule):
         modalities: restrict to these modalities.
         concepts: restrict the trained concepts (positives) to these ids (default: all).
         val_cases / exclude: ``"dataset/case"`` keys moved to validation / dropped.
-        p_foreground, p_thin, min_thin, augment, structure_shift, p_contrast: see
+        p_foreground, p_thin, min_thin, augment, structure_shift, p_contrast, p_elastic: see
             :mod:`sat.data.sampling`.
         synonyms: synonyms per concept in the query table (augmentation).
         concept_weights: concept id -> relative sampling weight (patch centres and queries).
@@ -203,6 +203,7 @@ class SATDataModule(L.LightningDataModule):
         augment: bool = True,
         structure_shift: float = 0.0,
         p_contrast: float = 0.0,
+        p_elastic: float = 0.0,
         synonyms: int = 4,
         concept_weights: dict[str, float] | None = None,
         query_cache: str | None = None,
@@ -274,7 +275,7 @@ class SATDataModule(L.LightningDataModule):
         return PatchDataset(
             self.train_cases, self.table, patch_size=h.patch_size, queries_per_sample=h.queries_per_sample,
             p_foreground=h.p_foreground, p_thin=h.p_thin, min_thin=h.min_thin, augment=h.augment,
-            structure_shift=h.structure_shift, p_contrast=h.p_contrast, dataset_weights=h.datasets,
+            structure_shift=h.structure_shift, p_contrast=h.p_contrast, p_elastic=h.p_elastic, dataset_weights=h.datasets,
             concept_weights=h.concept_weights, seed=h.seed,
         )
 

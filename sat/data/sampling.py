@@ -13,7 +13,8 @@ Rules (the SAT recipe, adapted to partial labels):
 - **Queries**: up to ``k`` per sample, positives (structures inside the patch) first, then
   negatives drawn only among the concepts the case's dataset labels (partial labels: an
   unlabelled structure is unknown, not absent). Padding queries have ``query_mask`` False.
-- **Augmentation**: small rotations/scales/translations, optional per-structure intensity
+- **Augmentation**: small rotations/scales/translations, smooth elastic deformation with
+  probability ``p_elastic`` (another person's organs differ in shape), optional per-structure intensity
   offsets (``structure_shift``: enhancement differs between scans), simulated IV contrast on
   CT with probability ``p_contrast`` (:mod:`sat.data.contrast`: arterial, portal-venous or
   delayed enhancement of vessels and organs), and (MONAI) intensity scale/shift, contrast
@@ -288,6 +289,7 @@ class PatchDataset(Dataset):
         augment: bool = True,
         structure_shift: float = 0.0,
         p_contrast: float = 0.0,
+        p_elastic: float = 0.0,
         dataset_weights: Mapping[str, float] | None = None,
         concept_weights: Mapping[str, float] | None = None,
         seed: int = 0,
@@ -308,7 +310,7 @@ class PatchDataset(Dataset):
         self.augment = None
         if augment:
             self.augment = Augmentation(self.patch, p_structure=0.5 if structure_shift > 0 else 0.0,
-                                        structure_shift=structure_shift)
+                                        structure_shift=structure_shift, p_elastic=p_elastic)
         for c in self.cases:
             missing = [x for x in c.labelled if (c.modality, x) not in table]
             if missing:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from sat.errors import InputError, WeightsError
+from sat.preprocess import CT_SCALE
 
 __all__ = ["SpecialistPlan", "build_network", "load_specialist", "plan_specialist", "save_specialist"]
 
@@ -57,6 +58,7 @@ class SpecialistPlan:
     values: dict[int, int] = field(default_factory=dict)  # output channel -> dataset label value
     modality: str | None = None
     deep_supervision: int = 0  # extra heads; MONAI upsamples them to full size, costly on CPU
+    ct_scale: tuple[float, float] | None = CT_SCALE  # CT intensity map; None: per-scan z-score (older plans)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> SpecialistPlan:
@@ -68,6 +70,7 @@ class SpecialistPlan:
         d["strides"] = tuple(tuple(s) for s in d["strides"])
         d["labels"] = {int(k): str(v) for k, v in d.get("labels", {}).items()}
         d["values"] = {int(k): int(v) for k, v in d.get("values", {}).items()}
+        d["ct_scale"] = tuple(d["ct_scale"]) if d.get("ct_scale") is not None else None  # absent: older plan
         return cls(**d)
 
 

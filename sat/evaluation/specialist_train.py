@@ -25,18 +25,20 @@ import torch
 
 from sat.errors import InputError
 from sat.evaluation.specialist import SpecialistPlan, build_network, plan_specialist
+from sat.preprocess import CT_SCALE
 
 log = logging.getLogger(__name__)
 
 __all__ = ["prepare_case", "predict_specialist", "train_specialist"]
 
 
-def prepare_case(image: Any, label: Any | None, spacing: Sequence[float], *, modality: str | None = None):
+def prepare_case(image: Any, label: Any | None, spacing: Sequence[float], *, modality: str | None = None,
+                 ct_scale: tuple[float, float] | None = CT_SCALE):
     """Standardise one case like SAT does: (image [1,X,Y,Z] float32, label [X,Y,Z] int64 | None, record)."""
     from sat import io, preprocess
 
     vol = io.load(image, modality=modality)
-    img, record = preprocess.standardize(vol, spacing=tuple(spacing))
+    img, record = preprocess.standardize(vol, spacing=tuple(spacing), ct_scale=ct_scale)
     lab = None
     if label is not None:
         lab = preprocess.standardize_label(io.load_label(label), record).long()
@@ -161,7 +163,7 @@ def train_specialist(
         labels_raw = [io.load_label(lab) for _, lab in cases]
         plan = plan_specialist([lv.spacing for lv in labels_raw], [lv.shape for lv in labels_raw],
                                target=target, max_patch_voxels=max_patch_voxels)
-    data = [prepare_case(img, lab, plan.spacing, modality=modality) for img, lab in cases]
+    data = [prepare_case(img, lab, plan.spacing, modality=modality, ct_scale=plan.ct_scale) for img, lab in cases]
     values, labels = _channel_table([d[1] for d in data], names)
     if init is not None and values != plan.values:
         raise InputError(f"the training labels differ from those of {init}; train a new specialist instead")
@@ -201,7 +203,7 @@ def predict_specialist(model, plan: SpecialistPlan, image: Any, *, overlap: floa
     from sat import io, preprocess
 
     vol = io.load(image, modality=plan.modality)
-    img, record = preprocess.standardize(vol, spacing=plan.spacing)
+    img, record = preprocess.standardize(vol, spacing=plan.spacing, ct_scale=plan.ct_scale)
     logits = sliding_window_inference(img[None].float(), roi_size=plan.patch_size, sw_batch_size=1,
                                       predictor=model.eval(), overlap=overlap, mode="gaussian")
     channels = logits[0].argmax(0)

@@ -25,12 +25,15 @@ import torch
 from torch import nn
 
 from sat.errors import WeightsError
+from sat.preprocess import CT_SCALE, CT_WINDOW
 
 __all__ = ["export_model", "export_checkpoint", "DEFAULT_INTENSITY"]
 
-# How images were standardized for training (sat.preprocess.standardize defaults).
+# How images were standardized for training (sat.preprocess.standardize defaults); inference
+# reads the CT entry back (sat.preprocess.ct_scale_of).
 DEFAULT_INTENSITY: dict[str, Any] = {
-    "ct": "clip [-500, 1000] HU, z-score over body voxels",
+    "ct": {"clip": list(CT_WINDOW), "mean": CT_SCALE[0], "std": CT_SCALE[1],
+           "text": f"clip [{CT_WINDOW[0]:g}, {CT_WINDOW[1]:g}] HU, then (HU - {CT_SCALE[0]:g}) / {CT_SCALE[1]:g}"},
     "mr": "clip 0.5-99.5 percentiles of non-zero voxels, z-score",
     "pet": "clip 0.5-99.5 percentiles of non-zero voxels, z-score",
 }

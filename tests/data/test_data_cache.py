@@ -65,6 +65,9 @@ def test_rerun_skips_up_to_date_and_redoes_changed_cases(tmp_path):
     assert sorted(again.up_to_date) == ["toy/a", "toy/b"] and again.prepared == [] and list(again.failed) == ["toy/c"]
     assert (cache / "toy" / "a.npz").stat().st_mtime_ns == stamp
     assert len(again.index) == 2
+    sidecar = cache / "toy" / "a.json"  # a CT case made with another intensity scale is redone
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "ct_scale": [0.0, 1.0]}))
+    assert prepare([c], cache, **kwargs).prepared == ["toy/a"]
     future = time.time() + 5
     os.utime(raw / "b_lab.nii.gz", (future, future))
     third = prepare([c], cache, **kwargs)

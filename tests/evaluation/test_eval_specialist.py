@@ -17,6 +17,7 @@ from sat.evaluation.specialist import (
     save_specialist,
     target_spacing,
 )
+from sat.preprocess import CT_SCALE
 
 
 def test_target_spacing_median_and_anisotropy():
@@ -61,6 +62,9 @@ def test_network_round_trip(tmp_path):
     assert plan2 == plan and meta["steps"] == 3 and meta["format_version"] == 1
     torch.testing.assert_close(loaded(x), out, atol=5e-2, rtol=5e-2)  # weights stored as float16
     assert SpecialistPlan.from_dict(json.loads(json.dumps(meta["plan"]))) == plan
+    assert plan2.ct_scale == CT_SCALE  # new plans use the fixed CT scale; plans saved before it z-score per scan
+    older = {k: v for k, v in json.loads(json.dumps(meta["plan"])).items() if k != "ct_scale"}
+    assert SpecialistPlan.from_dict(older).ct_scale is None
     with pytest.raises(WeightsError, match="lacks plan.json"):
         load_specialist(tmp_path / "none")
     with pytest.raises(InputError, match="foreground"):
