@@ -41,9 +41,9 @@ log = logging.getLogger(__name__)
 
 CT_WINDOW = (-500.0, 1000.0)
 # CT is in Hounsfield units, which mean the same on every scanner, so every CT gets one fixed
-# map: (clip(HU, CT_WINDOW) - mean) / std. A per-scan z-score would move a tissue with the
-# field of view (an upper-abdomen slab, mostly liver, has a body mean about 65 HU above a
-# chest-to-femur scan) and with contrast enhancement. The values are the body statistics
+# map: (clip(HU, CT_WINDOW) - mean) / std. A per-scan z-score moves a tissue with the field
+# of view and the enhancement (the body mean of an enhanced upper-abdomen slab lies 66 HU
+# above that of an unenhanced chest-to-femur scan). The values are the body statistics
 # (voxels above -500 HU) of the training CT, rounded.
 CT_SCALE = (-25.0, 120.0)
 PERCENTILES = (0.5, 99.5)

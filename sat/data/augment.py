@@ -59,11 +59,12 @@ class Augmentation:
     centre crop. Elastic (same ``grid_sample``, probability ``p_elastic``): a smooth random
     displacement, normal with ``elastic`` voxels standard deviation per axis at control points
     every ``elastic_spacing`` voxels, trilinearly interpolated between them: organs of another
-    person differ in shape, not only in size and pose. Per structure (:meth:`structures`): with probability ``p_structure`` a
-    sample gets, for each labelled structure in it with probability 1/2, a uniform intensity
-    offset in +-``structure_shift`` (standardized units; CT: about 1/3 of the body's HU
-    spread): contrast phases and enhancement differ between scans, so vessels and organs must
-    be recognised by shape and context more than by their exact brightness. Intensity
+    person differ in shape, not only in size and pose. Per structure (:meth:`structures`):
+    with probability ``p_structure`` a sample gets, for each labelled structure in it with
+    probability 1/2, a uniform intensity offset in +-``structure_shift`` (standardized units;
+    CT: about 1/3 of the body's HU spread): contrast phases and enhancement differ between
+    scans, so vessels and organs must be recognised by shape and context more than by their
+    exact brightness. Intensity
     (MONAI): scale, shift, contrast (gamma), gaussian smoothing and noise. No flips:
     left/right is part of what the prompt says.
     """
@@ -92,7 +93,8 @@ class Augmentation:
 
         self.patch = tuple(int(p) for p in patch)
         self.p_spatial, self.rotate, self.scale = p_spatial, np.asarray(rotate, float), float(scale)
-        self.p_elastic, self.elastic, self.elastic_spacing = float(p_elastic), float(elastic), max(1, int(elastic_spacing))
+        self.p_elastic, self.elastic = float(p_elastic), float(elastic)
+        self.elastic_spacing = max(1, int(elastic_spacing))
         self.p_structure, self.structure_shift = float(p_structure), float(structure_shift)
         self.intensity_transform = Compose([
             RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
