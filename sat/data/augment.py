@@ -64,9 +64,8 @@ class Augmentation:
     probability 1/2, a uniform intensity offset in +-``structure_shift`` (standardized units;
     CT: about 1/3 of the body's HU spread): contrast phases and enhancement differ between
     scans, so vessels and organs must be recognised by shape and context more than by their
-    exact brightness. Intensity
-    (MONAI): scale, shift, contrast (gamma), gaussian smoothing and noise. No flips:
-    left/right is part of what the prompt says.
+    exact brightness. Intensity (MONAI): scale, shift, contrast (gamma), gaussian smoothing
+    and noise. No flips: left/right is part of what the prompt says.
     """
 
     def __init__(
