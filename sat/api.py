@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from sat._defaults import PRESENCE_VETO
 from sat._ongrid import to_input_grid as _to_input_grid
 from sat.errors import InputError, UnknownTermError, WeightsError
 from sat.segmentation import Label, Segmentation
@@ -230,7 +231,7 @@ class Segmenter:
         overlap: float = 0.25,
         threshold: float = 0.5,
         presence_gating: bool = True,
-        presence_veto: float = 0.01,
+        presence_veto: float = PRESENCE_VETO,
         progress: bool = False,
     ) -> Segmentation:
         """Segment ``prompts`` in ``image``.
@@ -305,7 +306,7 @@ def segment(
     overlap: float = 0.25,
     threshold: float = 0.5,
     presence_gating: bool = True,
-    presence_veto: float = 0.01,
+    presence_veto: float = PRESENCE_VETO,
     progress: bool = False,
 ) -> Segmentation:
     """Segment a 3D volume from text prompts (loads the model once per process and caches it).

@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+from sat._defaults import PRESENCE_VETO
 from sat.errors import InputError, WeightsError
 
 
@@ -38,8 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
     seg.add_argument("--no-presence-gating", action="store_true",
                      help="keep mask logits where the presence head judges a prompt absent")
-    seg.add_argument("--presence-veto", type=float, default=0.01, metavar="P",
-                     help="presence probability below which a window vetoes a prompt (default 0.01)")
+    seg.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",
+                     help="presence probability below which a window vetoes a prompt (default %(default)s)")
     seg.add_argument("--png", action="store_true", help="also write overlay.png (axial, coronal, sagittal)")
     seg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     seg.set_defaults(func=run_segment)

@@ -14,11 +14,11 @@ Rules (the SAT recipe, adapted to partial labels):
   negatives drawn only among the concepts the case's dataset labels (partial labels: an
   unlabelled structure is unknown, not absent). Padding queries have ``query_mask`` False.
 - **Augmentation**: small rotations/scales/translations, smooth elastic deformation with
-  probability ``p_elastic`` (another person's organs differ in shape), optional per-structure intensity
-  offsets (``structure_shift``: enhancement differs between scans), simulated IV contrast on
-  CT with probability ``p_contrast`` (:mod:`sat.data.contrast`: arterial, portal-venous or
-  delayed enhancement of vessels and organs), and (MONAI) intensity scale/shift, contrast
-  (gamma), gaussian noise and smoothing. Never a left-right flip: laterality is part of
+  probability ``p_elastic`` (another person's organs differ in shape), optional
+  per-structure intensity offsets (``structure_shift``: enhancement differs between scans),
+  simulated IV contrast on CT with probability ``p_contrast`` (:mod:`sat.data.contrast`:
+  arterial, portal-venous or delayed enhancement of vessels and organs), and (MONAI)
+  intensity scale/shift, contrast (gamma), gaussian noise and smoothing. Never a left-right flip: laterality is part of
   what the text says.
 
 Every sample is a pure function of ``(seed, index)``, so a resumed run sees exactly the

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sat._defaults import PRESENCE_VETO
 from sat.errors import InputError
 from sat.model.config import ModelConfig, get_config
 from sat.model.decoder import QueryDecoder, VisualTokens, mlp
@@ -28,7 +29,7 @@ __all__ = ["SATNet", "SATOutput", "build_model", "count_parameters", "estimate_f
 
 # Presence gating vetoes a query in a window only when the presence head is confident it is
 # absent there: presence probability below VETO.
-VETO = 0.01
+VETO = PRESENCE_VETO
 
 
 def veto_logit(veto: float) -> float:

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sat._defaults import PRESENCE_VETO
+
 __all__ = ["evaluate_model", "grid_ceiling", "main"]
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ def evaluate_model(
     concepts: Sequence[str] | None = None,
     overlap: float = 0.25,
     presence_gating: bool = True,
-    presence_veto: float = 0.01,
+    presence_veto: float = PRESENCE_VETO,
 ) -> pd.DataFrame:
     """One row per (case, concept trained by the model and labelled by the case's dataset).
 
@@ -127,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="also write the rows as CSV")
     parser.add_argument("--no-presence-gating", action="store_true",
                         help="keep the mask logits where the presence head says absent")
-    parser.add_argument("--presence-veto", type=float, default=0.01, metavar="P",
-                        help="presence probability below which a window vetoes a structure (default 0.01)")
+    parser.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",
+                        help="presence probability below which a window vetoes a structure (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     table = evaluate_model(args.model, args.cards, shared=args.shared, presence_gating=not args.no_presence_gating,
