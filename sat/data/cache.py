@@ -3,7 +3,8 @@
 Layout (read by the sampling / DataModule code)::
 
     CACHE/index.csv              dataset, case, modality, region, split, file, shape, spacing, concepts, labelled
-    CACHE/<dataset>/<case>.npz   image float16 [X,Y,Z], label uint16 [X,Y,Z], values int32 [K], concepts str [K]
+    CACHE/<dataset>/<case>.npz   image float16 [X,Y,Z], label uint16 [X,Y,Z], values int32 [K], concepts str [K],
+                                 intensity_mean, intensity_std (the standardization: HU = mean + std * value)
     CACHE/<dataset>/<case>.json  the case's index row + the settings it was made with (resume bookkeeping)
     CACHE/report.json            last run: prepared, up-to-date and failed cases (with the reason)
 
@@ -40,6 +41,7 @@ from sat.errors import InputError, SATError
 
 log = logging.getLogger(__name__)
 
+FORMAT = 2  # of the npz; cases written in another format are made again (1: no intensity_mean)
 INDEX_COLUMNS = ("dataset", "case", "modality", "region", "split", "file", "shape", "spacing", "concepts",
                  "labelled")
 
@@ -84,8 +86,8 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _standardize(job: _Job) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], float]:
-    """Read the case and return (image float16, compact label uint16, spacing, intensity std) in model space."""
+def _standardize(job: _Job) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], tuple[float, float]]:
+    """Read the case and return (image float16, compact label uint16, spacing, (intensity mean, std)) in model space."""
     from sat import io as sat_io
 
     card, source = job.card, job.source
@@ -104,13 +106,14 @@ def _standardize(job: _Job) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], 
     if not np.isfinite(image_std).all():
         raise InputError(f"{source.case}: standardized image holds NaN/inf values")
     spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(record.model_affine)[:3, :3], axis=0))
-    return image_std.astype(np.float16), label_std, spacing, float((record.intensity or {}).get("std", 1.0))
+    stats = record.intensity or {}
+    return image_std.astype(np.float16), label_std, spacing, (float(stats.get("mean", 0.0)), float(stats.get("std", 1.0)))
 
 
 def _prepare_case(job: _Job) -> dict:
     """Worker: standardize one case, write its npz + sidecar atomically and return its index row."""
     card, source = job.card, job.source
-    image, label, spacing, std = _standardize(job)
+    image, label, spacing, (mean, std) = _standardize(job)
     concepts = dataset_concepts(card)
     concept_of = card.concept_of()
     labelled_ids = {concept_of[v] for v in source.labelled_values(concept_of)}
@@ -118,7 +121,7 @@ def _prepare_case(job: _Job) -> dict:
     names = np.array([concepts[v - 1] for v in values], dtype=str)
     present = set(np.unique(label).tolist()) - {0}
     _write_npz(job.npz, image=image, label=label, values=values, concepts=names,
-               intensity_std=np.float32(std))  # HU (CT) per standardized unit
+               intensity_mean=np.float32(mean), intensity_std=np.float32(std))  # HU (CT) = mean + std * value
     row = {
         "dataset": card.name, "case": source.case, "modality": card.modality, "region": card.region,
         "split": card.split_of(source.case, source.split), "file": f"{card.name}/{job.npz.name}",
@@ -126,7 +129,7 @@ def _prepare_case(job: _Job) -> dict:
         "concepts": ";".join(concepts[v - 1] for v in sorted(present)),
         "labelled": ";".join(str(c) for c in names),
     }
-    sidecar = {"row": row, "target_spacing": list(job.spacing), "ct_scale": list(preprocess.CT_SCALE)}
+    sidecar = {"row": row, "target_spacing": list(job.spacing), "ct_scale": list(preprocess.CT_SCALE), "format": FORMAT}
     atomic_write_bytes(job.npz.with_suffix(".json"), json.dumps(sidecar, indent=1).encode())
     return row
 
@@ -141,7 +144,7 @@ def _run_job(job: _Job) -> tuple[str, dict | str]:
 
 
 def _up_to_date(job: _Job) -> dict | None:
-    """The stored row when the case's npz is newer than its inputs and card and used the same spacing and CT scale."""
+    """The stored row when the case's npz is newer than its inputs and card and used the same spacing, CT scale and format."""
     sidecar = job.npz.with_suffix(".json")
     if not (job.npz.is_file() and sidecar.is_file()):
         return None
@@ -150,7 +153,7 @@ def _up_to_date(job: _Job) -> dict | None:
         row = stored["row"]
     except (OSError, ValueError, KeyError):
         return None
-    if [float(s) for s in stored.get("target_spacing", [])] != list(job.spacing):
+    if [float(s) for s in stored.get("target_spacing", [])] != list(job.spacing) or stored.get("format", 1) != FORMAT:
         return None
     if job.card.modality == "ct" and stored.get("ct_scale") != list(preprocess.CT_SCALE):
         return None  # made with another CT intensity scale

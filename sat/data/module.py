@@ -77,6 +77,7 @@ def _load_case(cache: Path, row: dict) -> Case:
         values = [int(v) for v in npz["values"]]
         concepts = [str(c) for c in npz["concepts"]]
         std = float(npz["intensity_std"]) if "intensity_std" in npz.files else None
+        mean = float(npz["intensity_mean"]) if "intensity_mean" in npz.files else None
     mapping: dict[str, tuple[int, ...]] = {}
     for value, concept in zip(values, concepts, strict=True):
         mapping[concept] = (*mapping.get(concept, ()), value)
@@ -84,7 +85,8 @@ def _load_case(cache: Path, row: dict) -> Case:
     mapping = {c: v for c, v in mapping.items() if present.intersection(v)}
     tissues = {v: t for v, c in zip(values, concepts, strict=True) if v in present and (t := tissue_of(c))}
     return Case(row["dataset"], row["case"], row["modality"] or "ct", image, label, mapping,
-                _split_ids(row.get("labelled", "")), tissues=tissues, intensity_std=std)
+                _split_ids(row.get("labelled", "")), tissues=tissues, intensity_std=std,
+                intensity_mean=mean)
 
 
 def concept_texts(concept: str, *, synonyms: int = 4) -> list[str]:
@@ -174,7 +176,7 @@ class SATDataModule(L.LightningDataModule):
         modalities: restrict to these modalities.
         concepts: restrict the trained concepts (positives) to these ids (default: all).
         val_cases / exclude: ``"dataset/case"`` keys moved to validation / dropped.
-        p_foreground, p_thin, min_thin, augment, structure_shift, p_contrast, p_elastic: see
+        p_foreground, p_thin, min_thin, augment, structure_shift, p_contrast, p_elastic, p_lumen: see
             :mod:`sat.data.sampling`.
         synonyms: synonyms per concept in the query table (augmentation).
         concept_weights: concept id -> relative sampling weight (patch centres and queries).
@@ -204,6 +206,7 @@ class SATDataModule(L.LightningDataModule):
         structure_shift: float = 0.0,
         p_contrast: float = 0.0,
         p_elastic: float = 0.0,
+        p_lumen: float = 0.0,
         synonyms: int = 4,
         concept_weights: dict[str, float] | None = None,
         query_cache: str | None = None,
@@ -275,7 +278,8 @@ class SATDataModule(L.LightningDataModule):
         return PatchDataset(
             self.train_cases, self.table, patch_size=h.patch_size, queries_per_sample=h.queries_per_sample,
             p_foreground=h.p_foreground, p_thin=h.p_thin, min_thin=h.min_thin, augment=h.augment,
-            structure_shift=h.structure_shift, p_contrast=h.p_contrast, p_elastic=h.p_elastic, dataset_weights=h.datasets,
+            structure_shift=h.structure_shift, p_contrast=h.p_contrast, p_elastic=h.p_elastic, p_lumen=h.p_lumen,
+            dataset_weights=h.datasets,
             concept_weights=h.concept_weights, seed=h.seed,
         )
 

@@ -17,7 +17,9 @@ Rules (the SAT recipe, adapted to partial labels):
   probability ``p_elastic`` (another person's organs differ in shape), optional
   per-structure intensity offsets (``structure_shift``: enhancement differs between scans),
   simulated IV contrast on CT with probability ``p_contrast`` (:mod:`sat.data.contrast`:
-  arterial, portal-venous or delayed enhancement of vessels and organs), and (MONAI)
+  arterial, portal-venous or delayed enhancement of vessels and organs), redrawn stomach and
+  bowel content on CT with probability ``p_lumen`` (:mod:`sat.data.lumen`: gas, fluid or oral
+  contrast with a gas-fluid level), and (MONAI)
   intensity scale/shift, contrast (gamma), gaussian noise and smoothing. Never a left-right flip: laterality is part of
   what the text says.
 
@@ -49,6 +51,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from sat.data.augment import Augmentation, _crop_pad, _thin
 from sat.data.contrast import simulate_contrast
+from sat.data.lumen import simulate_lumen
 from sat.errors import ConfigError, InputError
 
 __all__ = ["Case", "QueryTable", "PatchDataset", "EpochSampler", "case_weights", "choose_queries"]
@@ -71,6 +74,7 @@ class Case:
         tissues: label value -> tissue class of :mod:`sat.data.contrast` (every labelled
             structure, trained or not; used by the contrast simulation).
         intensity_std: intensity units (HU for CT) per standardized unit; None if unknown.
+        intensity_mean: the intensity (HU for CT) that standardizes to 0; None if unknown.
     """
 
     dataset: str
@@ -83,6 +87,7 @@ class Case:
     points: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     tissues: dict[int, str] = field(default_factory=dict, repr=False)
     intensity_std: float | None = None
+    intensity_mean: float | None = None
 
     def __post_init__(self) -> None:
         if self.image.shape != self.label.shape or self.image.ndim != 3:
@@ -290,6 +295,7 @@ class PatchDataset(Dataset):
         structure_shift: float = 0.0,
         p_contrast: float = 0.0,
         p_elastic: float = 0.0,
+        p_lumen: float = 0.0,
         dataset_weights: Mapping[str, float] | None = None,
         concept_weights: Mapping[str, float] | None = None,
         seed: int = 0,
@@ -307,6 +313,7 @@ class PatchDataset(Dataset):
         self.concept_weights = dict(concept_weights or {})
         self.seed = int(seed)
         self.p_contrast = float(p_contrast) if augment else 0.0
+        self.p_lumen = float(p_lumen) if augment else 0.0
         self.augment = None
         if augment:
             self.augment = Augmentation(self.patch, p_structure=0.5 if structure_shift > 0 else 0.0,
@@ -328,6 +335,7 @@ class PatchDataset(Dataset):
             image, label = self.augment.spatial(image, label, int(seeds[0]))
             image = self.augment.structures(image, label, int(seeds[2]))
             image = self._contrast(case, image, label, np.random.default_rng(int(seeds[3])))
+            image = self._lumen(case, image, label, np.random.default_rng([int(seeds[3]), 1]))
         if self.p_thin > 0 and rng.random() < self.p_thin:
             image, label = _thin(image, label, rng, self.min_thin, case.background)
         if self.augment is not None:  # after thinning: the padding is augmented like the image
@@ -342,6 +350,15 @@ class PatchDataset(Dataset):
         if rng.random() >= self.p_contrast:
             return image
         return simulate_contrast(image, label, case.tissues, case.intensity_std, rng)
+
+    def _lumen(self, case: Case, image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Redrawn stomach/bowel content (:mod:`sat.data.lumen`) on a CT patch with probability ``p_lumen``."""
+        if case.modality != "ct" or case.intensity_std is None or case.intensity_mean is None:
+            return image
+        if self.p_lumen <= 0 or rng.random() >= self.p_lumen:
+            return image
+        return simulate_lumen(image, label, case.tissues, case.intensity_std, case.intensity_mean, rng,
+                              p_structure=0.7)
 
     def _crop(self, case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Crop a box around the chosen centre (larger than the patch when augmenting)."""

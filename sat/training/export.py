@@ -84,8 +84,14 @@ def export_checkpoint(
     text_encoder: str,
     half: bool = True,
     extra: dict[str, Any] | None = None,
+    last_step: bool = False,
 ) -> Path:
-    """Export the network of a Lightning checkpoint written by :class:`SATSegmentation`."""
+    """Export the network of a Lightning checkpoint written by :class:`SATSegmentation`.
+
+    With a weight-averaging callback in the recipe (e.g. ``EMAWeightAveraging``) the checkpoint's
+    ``state_dict`` holds the average; ``last_step=True`` exports the weights of the last
+    optimizer step instead (``current_model_state``).
+    """
     from sat.model import build_model
 
     path = Path(checkpoint)
@@ -96,6 +102,11 @@ def export_checkpoint(
     if not net_config:
         raise WeightsError(f"{path} stores no net_config; it was not written by SATSegmentation")
     net = build_model(net_config)
-    state = {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    key = "state_dict"
+    if last_step:
+        key = "current_model_state"
+        if key not in ckpt:
+            raise WeightsError(f"{path} holds no separate last-step weights; its run averaged no weights")
+    state = {k[len("net."):]: v for k, v in ckpt[key].items() if k.startswith("net.")}
     net.load_state_dict(state)
     return export_model(net, directory, concepts=concepts, text_encoder=text_encoder, half=half, extra=extra)

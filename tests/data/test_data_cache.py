@@ -14,6 +14,7 @@ from datafixtures import card, image, label, nifti, pair
 
 from sat.data.cache import INDEX_COLUMNS, dataset_concepts, prepare
 from sat.data.cards import card_from_dict, load_card
+from sat.preprocess import CT_SCALE
 
 LABELS = {1: {"name": "liver", "concept": "liver"}, 2: {"name": "spleen", "concept": "spleen"},
           5: {"name": "liver part", "concept": "liver"}, 7: {"name": "scribble", "skip": "demo"}}
@@ -48,6 +49,7 @@ def test_prepare_writes_the_documented_cache(tmp_path):
     assert data["image"].dtype == np.float16 and data["label"].dtype == np.uint16
     assert data["image"].shape == data["label"].shape == (4, 4, 4)
     assert list(data["values"]) == [1, 2] and list(data["concepts"]) == ["liver", "spleen"]
+    assert (float(data["intensity_mean"]), float(data["intensity_std"])) == CT_SCALE  # HU = mean + std * value
     b = np.load(tmp_path / "cache" / "toy" / "b.npz")
     assert set(np.unique(b["label"]).tolist()) <= {0, 1}  # 5 -> liver (1); skipped 7 -> background
     report_json = json.loads((tmp_path / "cache" / "report.json").read_text())
@@ -67,6 +69,8 @@ def test_rerun_skips_up_to_date_and_redoes_changed_cases(tmp_path):
     assert len(again.index) == 2
     sidecar = cache / "toy" / "a.json"  # a CT case made with another intensity scale is redone
     sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "ct_scale": [0.0, 1.0]}))
+    assert prepare([c], cache, **kwargs).prepared == ["toy/a"]
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "format": 1}))  # an older npz format
     assert prepare([c], cache, **kwargs).prepared == ["toy/a"]
     future = time.time() + 5
     os.utime(raw / "b_lab.nii.gz", (future, future))

@@ -135,6 +135,9 @@ def test_export_round_trip(tmp_path):
         assert torch.allclose(a, b, atol=2e-3, rtol=1e-2), k
     with pytest.raises(WeightsError):
         export_checkpoint(tmp_path / "none.ckpt", tmp_path / "x", concepts=[], text_encoder="base")
+    torch.save({"hyper_parameters": {"net_config": TINY_NET}, "state_dict": {}}, tmp_path / "plain.ckpt")
+    with pytest.raises(WeightsError, match="no separate last-step"):
+        export_checkpoint(tmp_path / "plain.ckpt", tmp_path / "x", concepts=[], text_encoder="base", last_step=True)
 
 
 def test_init_from_saved_model_copies_weights_and_checks_architecture(tmp_path):

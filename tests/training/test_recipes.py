@@ -51,6 +51,9 @@ def test_tiny_cpu_recipe_runs_on_cpu_and_exports_the_shipped_model():
     assert recipe["trainer"]["accelerator"] == "cpu"
     exports = [c for c in recipe["trainer"]["callbacks"] if c["class_path"].endswith("ExportOnEnd")]
     assert exports[0]["init_args"]["directory"] == "sat/resources/models/sat-tiny"
+    paths = [c["class_path"] for c in recipe["trainer"]["callbacks"]]
+    averaging = [i for i, c in enumerate(paths) if c.endswith("WeightAveraging")]
+    assert all(i < paths.index(exports[0]["class_path"]) for i in averaging)  # average copied in before export
     assert recipe["data"]["text_encoder"] in ("base", "default")
     config = ModelConfig.from_dict(recipe["model"]["net"]["init_args"]["config"])
     assert config == PRESETS["sat-tiny"]  # the preset, the recipe and the shipped network agree

@@ -5,11 +5,13 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+import yaml
 from conftest import write_recipe
 
 from sat.cli import main
 from sat.errors import ConfigError
 from sat.model import load_pretrained
+from sat.training.export import export_checkpoint
 from sat.training.run import build_cli, train_segmentation
 
 
@@ -77,6 +79,31 @@ def test_killed_run_resumes_exactly(tmp_path, toy_cache, capsys):
     for k, v in ref_w.items():  # exact: same samples, same RNG, same optimizer state
         assert torch.equal(resumed[f"net.{k}"], v), k
     assert config["text_encoder"] == "test" and config["concepts"] == ["liver", "spleen"]
+
+
+def test_export_on_end_writes_the_averaged_weights(tmp_path, toy_cache):
+    """With EMAWeightAveraging listed before ExportOnEnd, the export is the average, not the last step."""
+    recipe = write_recipe(tmp_path / "r.yaml", toy_cache, tmp_path / "run")
+    spec = yaml.safe_load(recipe.read_text())
+    spec["trainer"]["callbacks"] += [
+        {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging",
+         "init_args": {"decay": 0.5, "update_starting_at_step": 2}},
+        {"class_path": "sat.training.callbacks.ExportOnEnd", "init_args": {"directory": str(tmp_path / "export")}},
+    ]
+    recipe.write_text(yaml.safe_dump(spec))
+    train_segmentation(recipe)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    net, _ = load_pretrained(tmp_path / "export")
+    exported = net.state_dict()
+    average = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()}
+    current = {k.removeprefix("net."): v for k, v in ckpt["current_model_state"].items()}
+    for k, v in exported.items():  # float16 export
+        assert torch.allclose(v, average[k], atol=2e-3, rtol=1e-2), k
+    assert any(not torch.allclose(v, current[k], atol=2e-3, rtol=1e-2) for k, v in exported.items())
+    last, _ = load_pretrained(export_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", tmp_path / "last",
+                                                concepts=["liver"], text_encoder="test", last_step=True))
+    for k, v in last.state_dict().items():
+        assert torch.allclose(v, current[k], atol=2e-3, rtol=1e-2), k
 
 
 def test_train_text_calls_the_text_trainer(tmp_path, monkeypatch, capsys):
