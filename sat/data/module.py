@@ -279,8 +279,7 @@ class SATDataModule(L.LightningDataModule):
             self.train_cases, self.table, patch_size=h.patch_size, queries_per_sample=h.queries_per_sample,
             p_foreground=h.p_foreground, p_thin=h.p_thin, min_thin=h.min_thin, augment=h.augment,
             structure_shift=h.structure_shift, p_contrast=h.p_contrast, p_elastic=h.p_elastic, p_lumen=h.p_lumen,
-            dataset_weights=h.datasets,
-            concept_weights=h.concept_weights, seed=h.seed,
+            dataset_weights=h.datasets, concept_weights=h.concept_weights, seed=h.seed,
         )
 
     def train_dataloader(self) -> DataLoader:
