@@ -1,9 +1,13 @@
-"""End-to-end demo on a procedural CT phantom: ``python -m sat.demo`` (run by ``make demo``).
+"""End-to-end demo: ``python -m sat.demo`` (run by ``make demo``).
 
-Generates the seeded phantom of :mod:`sat.data.phantom`, segments a few prompts (organs,
-a left/right pair and two parent concepts that are unions of their parts) with the
-shipped default model, prints a volume table with the Dice against the phantom's own
-labels, and writes the phantom, the segmentation and an overlay PNG to ``demo_out/``.
+``--case held-out`` (the default when ``../shared`` is beside the project) reads the real
+upper-abdomen CT DICOM series that the shipped model never trained on (subject B of
+``datasets/totalseg_upper_abdomen_dicom.yaml``), segments eight structures from text and
+prints their volumes and Dice against its reference labels. ``--case phantom`` (the default
+otherwise) generates the seeded phantom of :mod:`sat.data.phantom` and segments a few prompts
+(organs, a left/right pair and two parent concepts that are unions of their parts), scored
+against the phantom's own labels. Both write the image, the segmentation, an overlay PNG and
+``summary.csv`` to ``demo_out/``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,16 @@ import numpy as np
 from sat.errors import SATError
 
 PROMPTS = ("liver", "spleen", "left kidney", "right kidney", "kidneys", "aorta", "lumbar vertebrae")
+HELD_OUT_PROMPTS = ("liver", "spleen", "stomach", "aorta", "inferior vena cava", "T11 vertebra", "T12 vertebra",
+                    "spinal cord")
+HELD_OUT_CARD = Path(__file__).resolve().parents[1] / "datasets" / "totalseg_upper_abdomen_dicom.yaml"
+
+
+def held_out_available() -> bool:
+    """True when the held-out real CT (its card and ``../shared`` data) can be read."""
+    from sat.data.cli import default_shared
+
+    return HELD_OUT_CARD.is_file() and (default_shared() / "data").is_dir()
 
 
 def reference_mask(phantom, concept_id: str | None) -> np.ndarray | None:
@@ -41,8 +55,45 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return float("nan") if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
 
 
+def _scored(seg, reference):
+    """The segmentation's volume table plus ``reference_ml`` and ``dice`` (``reference``: concept -> mask or None)."""
+    table = seg.volumes_ml()
+    ref_ml, scores = [], []
+    for lab in seg.labels.values():
+        ref = reference(lab.concept)
+        ref_ml.append(np.nan if ref is None else round(int(ref.sum()) * seg.voxel_ml, 1))
+        scores.append(np.nan if ref is None else round(dice(np.asarray(seg[lab.prompt], bool), ref), 3))
+    table["reference_ml"] = ref_ml
+    table["dice"] = scores
+    return table
+
+
+def run_held_out(out: Path, *, model: str, prompts: list[str]):
+    """Segment the held-out real CT (subject B, DICOM); returns the summary table (pandas DataFrame)."""
+    from sat import api, io
+    from sat.data.cards import load_card
+    from sat.data.cli import default_shared
+    from sat.data.converters import find_cases, load_case
+
+    card = load_card(HELD_OUT_CARD)
+    source = next(iter(find_cases(card, card.resolve_root(shared=default_shared()))))
+    image, label = load_case(source, modality=card.modality)
+    value_of = {spec.concept: v for v, spec in card.labels.items() if spec.concept and spec.skip is None}
+    segmenter = api.load_model(model)
+    logging.getLogger(__name__).info("model %s on %s/%s %s", segmenter.name, card.name, source.case, image.shape)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    io.save(image, out / "ct.nii.gz")
+    seg = segmenter.segment(image, prompts, modality=card.modality, progress=sys.stderr.isatty())
+    table = _scored(seg, lambda concept: (label == value_of[concept]) if concept in value_of else None)
+    seg.save(out / "segmentation")
+    seg.overlay_png(out / "overlay.png")
+    _write_csv(table, out / "summary.csv")
+    return table
+
+
 def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: float = 3.0):
-    """Run the demo; returns the summary table (pandas DataFrame)."""
+    """Run the phantom demo; returns the summary table (pandas DataFrame)."""
     from sat import api, io
     from sat.data.phantom import make_phantom
 
@@ -54,14 +105,7 @@ def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: fl
     io.save(phantom.image, out / "phantom_ct.nii.gz")
     io.save(phantom.label, out / "phantom_labels.nii.gz")
     seg = segmenter.segment(phantom.image, prompts, progress=sys.stderr.isatty())
-    table = seg.volumes_ml()
-    ref_ml, scores = [], []
-    for lab in seg.labels.values():
-        ref = reference_mask(phantom, lab.concept)
-        ref_ml.append(np.nan if ref is None else round(int(ref.sum()) * seg.voxel_ml, 1))
-        scores.append(np.nan if ref is None else round(dice(seg[lab.prompt], ref), 3))
-    table["reference_ml"] = ref_ml
-    table["dice"] = scores
+    table = _scored(seg, lambda concept: reference_mask(phantom, concept))
     seg.save(out / "segmentation")
     seg.overlay_png(out / "overlay.png")
     _write_csv(table, out / "summary.csv")
@@ -79,21 +123,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--model", default=None, help="model name or folder (default: the shipped default)")
     parser.add_argument("-p", "--prompt", action="append", help=f"prompts (default: {', '.join(PROMPTS)})")
+    parser.add_argument("--case", choices=("auto", "held-out", "phantom"), default="auto",
+                        help="held-out: the real CT the model never trained on (needs ../shared); phantom: a "
+                             "procedural CT; auto (default): held-out when available")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from sat import api
 
+    model = args.model or api.DEFAULT_MODEL
+    held_out = args.case == "held-out" or (args.case == "auto" and held_out_available())
+    if args.case == "held-out" and not held_out_available():
+        print(f"sat.demo: error: the held-out CT needs {HELD_OUT_CARD.name} and ../shared/data beside the project; "
+              "use --case phantom", file=sys.stderr)
+        return 1
     try:
-        table = run(Path(args.output), model=args.model or api.DEFAULT_MODEL,
-                    prompts=list(args.prompt or PROMPTS), seed=args.seed)
+        if held_out:
+            table = run_held_out(Path(args.output), model=model, prompts=list(args.prompt or HELD_OUT_PROMPTS))
+        else:
+            table = run(Path(args.output), model=model, prompts=list(args.prompt or PROMPTS), seed=args.seed)
     except SATError as err:
         print(f"sat.demo: error: {err}", file=sys.stderr)
         return 1
-    print(f"SAT demo: model {args.model or api.DEFAULT_MODEL}, CT phantom (seed {args.seed}, 3 mm)\n")
+    what = ("held-out real CT (upper-abdomen DICOM series, never trained on)" if held_out
+            else f"CT phantom (seed {args.seed}, 3 mm)")
+    print(f"SAT demo: model {model}, {what}\n")
     print(table.drop(columns=["name"]).to_string(index=False, na_rep="-"))
-    print(f"\nmean Dice vs phantom labels: {np.nanmean(table['dice']):.3f}" if table["dice"].notna().any() else "")
-    print(f"wrote {args.output}/: phantom_ct.nii.gz, phantom_labels.nii.gz, segmentation/, overlay.png, summary.csv")
+    if table["dice"].notna().any():
+        print(f"\nmean Dice vs {'its reference labels' if held_out else 'phantom labels'}: "
+              f"{np.nanmean(table['dice']):.3f}")
+    files = "ct.nii.gz" if held_out else "phantom_ct.nii.gz, phantom_labels.nii.gz"
+    print(f"wrote {args.output}/: {files}, segmentation/, overlay.png, summary.csv")
     return 0
 
 

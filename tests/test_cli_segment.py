@@ -139,7 +139,7 @@ def test_demo_runs_and_scores_against_the_phantom(model_dir, tmp_path, capsys):
     assert demo.dice(np.ones(4, bool), np.ones(4, bool)) == 1.0
     assert np.isnan(demo.dice(np.zeros(4, bool), np.zeros(4, bool)))
     out = tmp_path / "demo_out"
-    assert demo.main(["-o", str(out), "--model", str(model_dir), "-p", "liver", "-p", "kidneys",
+    assert demo.main(["-o", str(out), "--model", str(model_dir), "--case", "phantom", "-p", "liver", "-p", "kidneys",
                       "-p", "zzqx blorp"]) == 0
     printed = capsys.readouterr().out
     assert "dice" in printed and "kidneys" in printed
@@ -153,5 +153,25 @@ def test_demo_runs_and_scores_against_the_phantom(model_dir, tmp_path, capsys):
     kidneys_ml = ph.mask(["kidney_left", "kidney_right"]).sum() * 27 / 1000
     assert table["reference_ml"][1] == pytest.approx(kidneys_ml, abs=0.1)  # parent = union of its parts
     assert np.isnan(table["reference_ml"][2]) and np.isnan(table["dice"][2])  # free text: no reference
-    assert demo.main(["-o", str(tmp_path / "x"), "--model", "no-such-model"]) == 1
+    assert demo.main(["-o", str(tmp_path / "x"), "--model", "no-such-model", "--case", "phantom"]) == 1
     assert "unknown model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_on_the_held_out_real_ct(shared_data, tmp_path, capsys):
+    """The default demo with ../shared present: the DICOM series the shipped model never trained on."""
+    from sat import demo
+
+    assert demo.held_out_available()
+    out = tmp_path / "demo_out"
+    assert demo.main(["-o", str(out), "-p", "liver", "-p", "zzqx blorp"]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out real CT" in printed and "mean Dice vs its reference labels" in printed
+    assert {p.name for p in out.iterdir()} == {"ct.nii.gz", "segmentation", "overlay.png", "summary.csv"}
+    import pandas as pd
+
+    table = pd.read_csv(out / "summary.csv")
+    assert table["prompt"].tolist() == ["liver", "zzqx blorp"]
+    assert table["reference_ml"][0] > 500 and table["dice"][0] > 0.5  # a real liver, found by the shipped model
+    assert np.isnan(table["dice"][1])  # free text: no reference
+    assert nib.load(out / "ct.nii.gz").shape == (512, 512, 20)  # the series' own grid
