@@ -26,8 +26,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from sat.data.case import Case
 from sat.data.contrast import tissue_of
-from sat.data.sampling import Case, EpochSampler, PatchDataset, QueryTable
+from sat.data.queries import QueryTable
+from sat.data.sampling import EpochSampler, PatchDataset
 from sat.errors import ConfigError, InputError
 
 __all__ = ["SATDataModule", "load_cases", "build_query_table", "concept_texts"]

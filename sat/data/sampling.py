@@ -26,6 +26,9 @@ Rules (the SAT recipe, adapted to partial labels):
 Every sample is a pure function of ``(seed, index)``, so a resumed run sees exactly the
 samples it would have seen without the interruption.
 
+:class:`Case` (:mod:`sat.data.case`) and :class:`QueryTable` (:mod:`sat.data.queries`), what
+the sampler reads, are re-exported here.
+
 Example:
     >>> import numpy as np, torch
     >>> from sat.data.sampling import Case, PatchDataset, QueryTable
@@ -43,128 +46,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from sat.data.augment import Augmentation, _crop_pad, _thin
+from sat.data.case import Case
 from sat.data.contrast import simulate_contrast
 from sat.data.lumen import simulate_lumen
-from sat.errors import ConfigError, InputError
+from sat.data.queries import QueryTable
+from sat.errors import ConfigError
 
 __all__ = ["Case", "QueryTable", "PatchDataset", "EpochSampler", "case_weights", "choose_queries"]
 
 log = logging.getLogger(__name__)
-
-_MAX_FG_POINTS = 4000  # foreground voxels remembered per structure (for patch centres)
-
-
-@dataclass
-class Case:
-    """One standardized training/validation volume.
-
-    Attributes:
-        dataset, case, modality: identification ("ct" | "mr" | "pet").
-        image: [X, Y, Z] float32 (float16 accepted) standardized intensities.
-        label: [X, Y, Z] integer label map.
-        values: concept id -> label values that make it (usually one).
-        labelled: every concept the case's dataset labels (the allowed negatives).
-        tissues: label value -> tissue class of :mod:`sat.data.contrast` (every labelled
-            structure, trained or not; used by the contrast simulation).
-        intensity_std: intensity units (HU for CT) per standardized unit; None if unknown.
-        intensity_mean: the intensity (HU for CT) that standardizes to 0; None if unknown.
-    """
-
-    dataset: str
-    case: str
-    modality: str
-    image: np.ndarray
-    label: np.ndarray
-    values: dict[str, tuple[int, ...]]
-    labelled: tuple[str, ...]
-    points: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    tissues: dict[int, str] = field(default_factory=dict, repr=False)
-    intensity_std: float | None = None
-    intensity_mean: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.image.shape != self.label.shape or self.image.ndim != 3:
-            raise InputError(
-                f"case {self.dataset}/{self.case}: image {self.image.shape} and label {self.label.shape} "
-                "must be the same 3D shape; re-run `sat data prepare`"
-            )
-        self.labelled = tuple(dict.fromkeys((*self.labelled, *self.values)))
-        if not self.points:
-            self.points = _foreground_points(self.label, self.values)
-        self.background = float(self.image.min()) if self.image.size else 0.0
-
-    def mask(self, label: np.ndarray, concept: str) -> np.ndarray:
-        """Boolean mask of ``concept`` in a (cropped) label array."""
-        vals = self.values.get(concept, ())
-        if len(vals) == 1:
-            return label == vals[0]
-        return np.isin(label, vals) if vals else np.zeros(label.shape, bool)
-
-    def present_in(self, label: np.ndarray) -> list[str]:
-        """Concepts with at least one voxel in a (cropped) label array."""
-        found = set(np.unique(label).tolist())
-        return [c for c, vals in self.values.items() if c in self.points and found.intersection(vals)]
-
-
-def _foreground_points(label: np.ndarray, values: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    out = {}
-    for concept, vals in values.items():
-        pts = np.argwhere(np.isin(label, vals))
-        if len(pts) > _MAX_FG_POINTS:
-            pts = pts[rng.choice(len(pts), _MAX_FG_POINTS, replace=False)]
-        if len(pts):
-            out[concept] = pts.astype(np.int32)
-    return out
-
-
-class QueryTable:
-    """Precomputed text embeddings: (modality, concept) -> [S, D] (name + synonyms).
-
-    Built once with the frozen text encoder; training samples one row per query (synonym
-    augmentation) and never runs the encoder.
-    """
-
-    def __init__(self, embeddings: Mapping[tuple[str, str], torch.Tensor]) -> None:
-        if not embeddings:
-            raise ConfigError("the query table is empty; the training cache lists no concepts")
-        dims = {v.shape[-1] for v in embeddings.values()}
-        if len(dims) != 1 or any(v.ndim != 2 or len(v) == 0 for v in embeddings.values()):
-            raise ConfigError("query embeddings must all be non-empty [S, D] tensors of one width D")
-        self.embeddings = {k: v.float().contiguous() for k, v in embeddings.items()}
-        self.dim = dims.pop()
-
-    @classmethod
-    def from_embeddings(cls, embeddings: Mapping[tuple[str, str], torch.Tensor]) -> QueryTable:
-        """Same as the constructor (reads better in examples)."""
-        return cls(embeddings)
-
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self.embeddings
-
-    def get(self, modality: str, concept: str, rng: np.random.Generator | None = None) -> torch.Tensor:
-        """[D] embedding: the name (row 0) without ``rng``, a random synonym row with it."""
-        rows = self.embeddings.get((modality, concept))
-        if rows is None:
-            raise ConfigError(f"no text embedding for {concept!r} ({modality}); rebuild the query table")
-        return rows[0 if rng is None else int(rng.integers(len(rows)))]
-
-    def to_flat(self) -> dict[str, torch.Tensor]:
-        """{"modality/concept": [S, D]} (safetensors-friendly)."""
-        return {f"{m}/{c}": v for (m, c), v in self.embeddings.items()}
-
-    @classmethod
-    def from_flat(cls, flat: Mapping[str, torch.Tensor]) -> QueryTable:
-        """Inverse of :meth:`to_flat`."""
-        return cls({tuple(k.split("/", 1)): v for k, v in flat.items()})
-
 
 def case_weights(cases: Sequence[Case], knobs: Mapping[str, float] | None = None) -> np.ndarray:
     """Sampling probability of each case: ``knob[dataset] / sqrt(cases in dataset)``, normalised.
