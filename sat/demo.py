@@ -78,14 +78,19 @@ def run_held_out(out: Path, *, model: str, prompts: list[str]):
     card = load_card(HELD_OUT_CARD)
     source = next(iter(find_cases(card, card.resolve_root(shared=default_shared()))))
     image, label = load_case(source, modality=card.modality)
-    value_of = {spec.concept: v for v, spec in card.labels.items() if spec.concept and spec.skip is None}
     segmenter = api.load_model(model)
     logging.getLogger(__name__).info("model %s on %s/%s %s", segmenter.name, card.name, source.case, image.shape)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     io.save(image, out / "ct.nii.gz")
     seg = segmenter.segment(image, prompts, modality=card.modality, progress=sys.stderr.isatty())
-    table = _scored(seg, lambda concept: (label == value_of[concept]) if concept in value_of else None)
+    concept_of = card.concept_of()
+
+    def reference(concept: str | None) -> np.ndarray | None:
+        values = [v for v, c in concept_of.items() if c == concept]
+        return np.isin(label, values) if values else None
+
+    table = _scored(seg, reference)
     seg.save(out / "segmentation")
     seg.overlay_png(out / "overlay.png")
     _write_csv(table, out / "summary.csv")

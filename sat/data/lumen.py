@@ -76,7 +76,6 @@ def simulate_lumen(
         return image
     kinds = list(CONTENT_HU)
     weights = np.array([CONTENT_HU[k][0] for k in kinds])
-    position = np.arange(label.shape[anterior_axis]).reshape([-1 if a == anterior_axis else 1 for a in range(3)])
     target = np.zeros(label.shape, np.float32)
     fill = np.zeros(label.shape, np.float32)
     for value in hollow:
@@ -87,14 +86,15 @@ def simulate_lumen(
             continue
         kind = content or kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
         lo, hi = CONTENT_HU[kind][1]
-        hu = np.full(label.shape, rng.uniform(lo, hi), np.float32)
+        where = np.nonzero(lumen)
+        hu = np.full(len(where[0]), rng.uniform(lo, hi))
         share = rng.uniform(0.0, MAX_GAS_FRACTION) if gas_fraction is None else float(gas_fraction)
-        if share > 0:
-            level = np.quantile(np.nonzero(lumen)[anterior_axis], 1.0 - share)
-            hu = np.where(position >= level, GAS_HU, hu)
-        hu += rng.normal(0.0, NOISE_HU, label.shape).astype(np.float32)
-        target[lumen] = ((np.clip(hu, *CT_WINDOW) - hu_at_zero) / hu_per_unit)[lumen]
-        fill[lumen] = 1.0
+        if share > 0:  # gas above the level: the anterior share of the lumen
+            height = where[anterior_axis]
+            hu[height >= np.quantile(height, 1.0 - share)] = GAS_HU
+        hu += rng.normal(0.0, NOISE_HU, hu.shape)
+        target[where] = (np.clip(hu, *CT_WINDOW) - hu_at_zero) / hu_per_unit
+        fill[where] = 1.0
     if not fill.any():
         return image
     weight = np.clip(gaussian_filter(fill, sigma=0.5, mode="nearest"), 0.0, 1.0)

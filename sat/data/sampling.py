@@ -251,7 +251,7 @@ class PatchDataset(Dataset):
         """Redrawn stomach/bowel content (:mod:`sat.data.lumen`) on a CT patch with probability ``p_lumen``."""
         if case.modality != "ct" or case.intensity_std is None or case.intensity_mean is None:
             return image
-        if self.p_lumen <= 0 or rng.random() >= self.p_lumen:
+        if rng.random() >= self.p_lumen:
             return image
         return simulate_lumen(image, label, case.tissues, case.intensity_std, case.intensity_mean, rng,
                               p_structure=0.7)
