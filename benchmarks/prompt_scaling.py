@@ -7,7 +7,7 @@ predictor's network windows up to the mask product (``window_parts``), the rest 
 accumulation of the overlapping windows, the absent windows' sums), the mapping onto the input
 grid (threshold, labelmap, voxel counts) and everything else (text, standardization).
 
-    python benchmarks/prompt_scaling.py [--shared ../shared] [--repeats 5]
+    python benchmarks/prompt_scaling.py [--shared ../shared] [--repeats 5] [--model sat-tiny]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _timed(owner, name: str, sink: list[float]):
     return real
 
 
-def measure(shared: Path, repeats: int) -> dict:
+def measure(shared: Path, repeats: int, model: str = "sat-tiny") -> dict:
     import nibabel as nib
     import numpy as np
 
@@ -52,7 +52,7 @@ def measure(shared: Path, repeats: int) -> dict:
     seg_path = shared / "data/ct/totalseg_abdomen/example_seg_fast_force_split.nii.gz"
     values = [int(v) for v in np.unique(np.asarray(nib.load(seg_path).dataobj)) if v > 0]
     prompts = [names[str(v)] for v in values]
-    segmenter = sat.load_model("sat-tiny", device="cpu")
+    segmenter = sat.load_model(model, device="cpu")
     volume = sat.io.load(shared / "data/ct/totalseg_abdomen/example_ct.nii.gz")
     segmenter.segment(volume, prompts)  # warm-up: text cache, allocator, kernels
     results = {}
@@ -79,8 +79,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--model", default="sat-tiny", help="shipped model name or folder")
     args = parser.parse_args()
-    results = measure(args.shared, args.repeats)
+    results = measure(args.shared, args.repeats, args.model)
     one, every = results.values()
     n_all = list(results)[-1]
     print("| prompts | " + " | ".join(one) + " |")

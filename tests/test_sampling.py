@@ -245,3 +245,50 @@ def test_elastic_deformation_is_smooth_seeded_and_off_by_default():
     p_img, p_lab = plain.spatial(image, label, 7)
     assert set(np.unique(a_lab)) <= {0, 2} and not np.array_equal(a_lab, p_lab)
     assert abs(int((a_lab > 0).sum()) - int((p_lab > 0).sum())) < 0.3 * int((p_lab > 0).sum())
+
+
+def test_zoom_range_sets_the_apparent_size_and_the_crop_margin():
+    """A magnification of 2 shows a structure about 8x as many voxels as 1; bad ranges fail clearly."""
+    from sat.data.augment import Augmentation
+
+    label = np.zeros((64, 64, 32), np.uint8)
+    label[28:36, 28:36, 12:20] = 1  # an 8^3 cube at the centre
+    image = label.astype(np.float32)
+
+    def voxels(zoom, seed=3):
+        aug = Augmentation((32, 32, 16), p_spatial=1.0, rotate=(0.0, 0.0, 0.0), zoom=zoom)
+        return int(aug.spatial(image, label, seed)[1].sum())
+
+    assert voxels((1.0, 1.0)) == pytest.approx(512, rel=0.25)
+    assert voxels((2.0, 2.0)) == pytest.approx(8 * 512, rel=0.25)
+    sizes = [voxels((0.7, 1.4), seed) for seed in range(8)]
+    assert all(0.25 * 512 < s < 4 * 512 for s in sizes) and max(sizes) > 1.5 * min(sizes)
+    assert Augmentation((8, 8, 8), zoom=(0.7, 1.4)).margin == pytest.approx(1.1 / 0.7)
+    assert Augmentation((8, 8, 8)).margin == 1.3
+    with pytest.raises(ConfigError, match="zoom"):
+        Augmentation((8, 8, 8), zoom=(1.2, 0.8))
+
+
+def test_wide_zoom_crops_a_box_large_enough_for_the_smallest_magnification():
+    ds = PatchDataset([make_case()], make_table(), patch_size=(16, 16, 8), queries_per_sample=3, zoom=(0.7, 1.4))
+    image, label = ds._crop(ds.cases[0], np.random.default_rng(0))
+    assert image.shape == label.shape == (26, 26, 13)  # ceil(patch * 1.1 / 0.7)
+
+
+def test_foreground_voxel_lands_anywhere_in_the_patch_not_only_at_its_centre():
+    """A one-voxel structure: centred with offset 0; spread over the patch (always inside) with 0.5."""
+    label = np.zeros((64, 64, 32), np.uint16)
+    label[30, 33, 15] = 1
+    case = Case("d", "c", "ct", np.zeros(label.shape, np.float32), label, {"liver": (1,)}, ("liver", "spleen"))
+
+    def positions(offset):
+        ds = PatchDataset([case], make_table(), patch_size=(16, 16, 8), queries_per_sample=2, augment=False,
+                          p_thin=0.0, p_foreground=1.0, foreground_offset=offset)
+        return [tuple(int(i) for i in np.argwhere(ds._crop(case, np.random.default_rng(k))[1])[0]) for k in range(40)]
+
+    assert set(positions(0.0)) == {(8, 8, 4)}
+    spread = np.array(positions(0.5))
+    assert spread.min(0).tolist() <= [2, 2, 1] and spread.max(0).tolist() >= [13, 13, 6]
+    assert (spread >= 0).all() and (spread < [16, 16, 8]).all()
+    with pytest.raises(ConfigError, match="foreground_offset"):
+        PatchDataset([case], make_table(), patch_size=(16, 16, 8), foreground_offset=0.8)

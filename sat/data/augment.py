@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from sat.errors import ConfigError
+
 __all__ = ["Augmentation"]
 
 
@@ -55,8 +57,11 @@ class Augmentation:
 
     Spatial (one ``grid_sample``, bilinear image / nearest label, border padding): random
     rotation (up to ``rotate`` radians about x, y, z; z is the axial in-plane axis) and
-    isotropic-ish scaling (+-``scale``), applied with probability ``p_spatial``; otherwise a
-    centre crop. Elastic (same ``grid_sample``, probability ``p_elastic``): a smooth random
+    isotropic-ish scaling (a magnification drawn log-uniformly in ``zoom`` = (low, high), times
+    +-3 % per axis; above 1 the anatomy looks larger), applied with probability ``p_spatial``;
+    otherwise a centre crop. People differ in organ size (a spleen may be twice another's), so a
+    wide range such as nnU-Net's (0.7, 1.4) teaches sizes one training subject does not show.
+    Elastic (same ``grid_sample``, probability ``p_elastic``): a smooth random
     displacement, normal with ``elastic`` voxels standard deviation per axis at control points
     every ``elastic_spacing`` voxels, trilinearly interpolated between them: organs of another
     person differ in shape, not only in size and pose. Per structure (:meth:`structures`):
@@ -74,7 +79,7 @@ class Augmentation:
         *,
         p_spatial: float = 0.8,
         rotate: Sequence[float] = (0.1, 0.1, 0.26),
-        scale: float = 0.15,
+        zoom: Sequence[float] = (0.85, 1.15),
         p_elastic: float = 0.0,
         elastic: float = 2.0,
         elastic_spacing: int = 16,
@@ -91,7 +96,10 @@ class Augmentation:
         )
 
         self.patch = tuple(int(p) for p in patch)
-        self.p_spatial, self.rotate, self.scale = p_spatial, np.asarray(rotate, float), float(scale)
+        if len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]:
+            raise ConfigError(f"zoom must be (low, high) with 0 < low <= high, got {zoom}")
+        self.p_spatial, self.rotate = p_spatial, np.asarray(rotate, float)
+        self.zoom = (float(zoom[0]), float(zoom[1]))
         self.p_elastic, self.elastic = float(p_elastic), float(elastic)
         self.elastic_spacing = max(1, int(elastic_spacing))
         self.p_structure, self.structure_shift = float(p_structure), float(structure_shift)
@@ -108,7 +116,7 @@ class Augmentation:
         if rng.random() >= self.p_spatial:
             return np.eye(3)
         angles = rng.uniform(-self.rotate, self.rotate)
-        zoom = 1.0 + rng.uniform(-self.scale, self.scale) + rng.uniform(-0.03, 0.03, 3)
+        zoom = np.exp(rng.uniform(*np.log(self.zoom))) + rng.uniform(-0.03, 0.03, 3)
         return _rotation(angles) @ np.diag(1.0 / zoom)
 
     def displacement(self, rng: np.random.Generator, box: Sequence[int]) -> torch.Tensor | None:
@@ -122,6 +130,11 @@ class Augmentation:
         field = F.interpolate(field, size=self.patch, mode="trilinear", align_corners=True)  # voxels, axes (x, y, z)
         field = field * torch.tensor([2.0 / b for b in box]).view(1, 3, 1, 1, 1)  # -> normalised input units
         return field.flip(1).permute(0, 2, 3, 4, 1)
+
+    @property
+    def margin(self) -> float:
+        """Box size / patch size the spatial map may read (the smallest zoom sees the most)."""
+        return max(1.3, 1.1 / self.zoom[0])
 
     def spatial(self, image: np.ndarray, label: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """[X, Y, Z] box arrays -> [*patch] float32 image and integer label, sharing one random map."""

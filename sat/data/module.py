@@ -178,8 +178,10 @@ class SATDataModule(L.LightningDataModule):
         modalities: restrict to these modalities.
         concepts: restrict the trained concepts (positives) to these ids (default: all).
         val_cases / exclude: ``"dataset/case"`` keys moved to validation / dropped.
-        p_foreground, p_thin, min_thin, augment, structure_shift, p_contrast, p_elastic, p_lumen: see
-            :mod:`sat.data.sampling`.
+        p_foreground, foreground_offset, p_thin, min_thin, augment, structure_shift, p_contrast,
+            p_elastic, p_lumen: see :mod:`sat.data.sampling`.
+        zoom, rotate: spatial augmentation ranges (magnification (low, high); radians about x, y,
+            z), see :class:`sat.data.augment.Augmentation`.
         synonyms: synonyms per concept in the query table (augmentation).
         concept_weights: concept id -> relative sampling weight (patch centres and queries).
         query_cache: optional safetensors file keeping the query table between runs.
@@ -202,6 +204,7 @@ class SATDataModule(L.LightningDataModule):
         val_cases: list[str] | None = None,
         exclude: list[str] | None = None,
         p_foreground: float = 0.7,
+        foreground_offset: float = 0.5,
         p_thin: float = 0.2,
         min_thin: int = 8,
         augment: bool = True,
@@ -209,6 +212,8 @@ class SATDataModule(L.LightningDataModule):
         p_contrast: float = 0.0,
         p_elastic: float = 0.0,
         p_lumen: float = 0.0,
+        zoom: tuple[float, float] = (0.85, 1.15),
+        rotate: tuple[float, float, float] = (0.1, 0.1, 0.26),
         synonyms: int = 4,
         concept_weights: dict[str, float] | None = None,
         query_cache: str | None = None,
@@ -279,8 +284,10 @@ class SATDataModule(L.LightningDataModule):
             self.setup("fit")
         return PatchDataset(
             self.train_cases, self.table, patch_size=h.patch_size, queries_per_sample=h.queries_per_sample,
-            p_foreground=h.p_foreground, p_thin=h.p_thin, min_thin=h.min_thin, augment=h.augment,
+            p_foreground=h.p_foreground, foreground_offset=h.foreground_offset, p_thin=h.p_thin,
+            min_thin=h.min_thin, augment=h.augment,
             structure_shift=h.structure_shift, p_contrast=h.p_contrast, p_elastic=h.p_elastic, p_lumen=h.p_lumen,
+            zoom=tuple(h.zoom), rotate=tuple(h.rotate),
             dataset_weights=h.datasets, concept_weights=h.concept_weights, seed=h.seed,
         )
 

@@ -5,17 +5,21 @@ Rules (the SAT recipe, adapted to partial labels):
 - **Cases**: a case of a dataset with ``n`` training cases has weight ``knob / sqrt(n)``, so
   a dataset's share of the samples grows like ``sqrt(n)`` (big datasets do not drown the small
   ones) and ``knob`` (per dataset, default 1) tunes it.
-- **Patches**: with probability ``p_foreground`` a patch is centred on a random voxel of a
-  random structure of the case, otherwise at a random voxel. With probability ``p_thin``
+- **Patches**: with probability ``p_foreground`` a patch holds a random voxel of a random
+  structure of the case, up to ``foreground_offset`` patch sizes from the patch centre per
+  axis (0.5: anywhere in the patch, as nnU-Net places it; 0: always at the centre, which
+  teaches structures at the centre only while sliding-window inference sees them anywhere
+  in a window), otherwise the patch is centred at a random voxel. With probability ``p_thin``
   only a central slab of ``min_thin..Z`` slices is kept and the rest is set to the case's
   background (its minimum: what sliding-window inference pads thin volumes with), so the
   model learns thin inputs. Parts of a patch outside the volume get the background too.
 - **Queries**: up to ``k`` per sample, positives (structures inside the patch) first, then
   negatives drawn only among the concepts the case's dataset labels (partial labels: an
   unlabelled structure is unknown, not absent). Padding queries have ``query_mask`` False.
-- **Augmentation**: small rotations/scales/translations, smooth elastic deformation with
-  probability ``p_elastic`` (another person's organs differ in shape), optional
-  per-structure intensity offsets (``structure_shift``: enhancement differs between scans),
+- **Augmentation**: rotations (``rotate``, radians about x, y, z), magnification drawn
+  log-uniformly in ``zoom`` (organ sizes differ between people), translations, smooth
+  elastic deformation with probability ``p_elastic`` (another person's organs differ in
+  shape), optional per-structure intensity offsets (``structure_shift``: enhancement differs between scans),
   simulated IV contrast on CT with probability ``p_contrast`` (:mod:`sat.data.contrast`:
   arterial, portal-venous or delayed enhancement of vessels and organs), redrawn stomach and
   bowel content on CT with probability ``p_lumen`` (:mod:`sat.data.lumen`: gas, fluid or oral
@@ -185,6 +189,7 @@ class PatchDataset(Dataset):
         patch_size: Sequence[int],
         queries_per_sample: int = 16,
         p_foreground: float = 0.7,
+        foreground_offset: float = 0.5,
         p_thin: float = 0.2,
         min_thin: int = 8,
         augment: bool = True,
@@ -192,6 +197,8 @@ class PatchDataset(Dataset):
         p_contrast: float = 0.0,
         p_elastic: float = 0.0,
         p_lumen: float = 0.0,
+        zoom: Sequence[float] = (0.85, 1.15),
+        rotate: Sequence[float] = (0.1, 0.1, 0.26),
         dataset_weights: Mapping[str, float] | None = None,
         concept_weights: Mapping[str, float] | None = None,
         seed: int = 0,
@@ -200,6 +207,9 @@ class PatchDataset(Dataset):
             raise ConfigError(f"patch_size must be 3 positive ints, got {patch_size}")
         if not (0 <= p_foreground <= 1 and 0 <= p_thin <= 1):
             raise ConfigError("p_foreground and p_thin must be probabilities in [0, 1]")
+        if not 0 <= foreground_offset <= 0.5:
+            raise ConfigError(f"foreground_offset must be in [0, 0.5] (patch sizes), got {foreground_offset}")
+        self.foreground_offset = float(foreground_offset)
         self.cases = list(cases)
         self.probs = case_weights(self.cases, dataset_weights)
         self.table = table
@@ -213,7 +223,8 @@ class PatchDataset(Dataset):
         self.augment = None
         if augment:
             self.augment = Augmentation(self.patch, p_structure=0.5 if structure_shift > 0 else 0.0,
-                                        structure_shift=structure_shift, p_elastic=p_elastic)
+                                        structure_shift=structure_shift, p_elastic=p_elastic, zoom=zoom,
+                                        rotate=rotate)
         for c in self.cases:
             missing = [x for x in c.labelled if (c.modality, x) not in table]
             if missing:
@@ -258,14 +269,15 @@ class PatchDataset(Dataset):
 
     def _crop(self, case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Crop a box around the chosen centre (larger than the patch when augmenting)."""
-        margin = 1.3 if self.augment is not None else 1.0
+        margin = self.augment.margin if self.augment is not None else 1.0
         size = [int(math.ceil(p * margin)) for p in self.patch]
         shape = case.label.shape
         if case.points and rng.random() < self.p_foreground:
             names = sorted(case.points)
             w = np.array([self.concept_weights.get(n, 1.0) for n in names], float) + 1e-9
             pts = case.points[names[int(rng.choice(len(names), p=w / w.sum()))]]
-            centre = pts[int(rng.integers(len(pts)))]
+            reach = [int(p * self.foreground_offset) for p in self.patch]
+            centre = pts[int(rng.integers(len(pts)))] - np.array([rng.integers(-r, max(r, 1)) for r in reach])
         else:
             centre = np.array([rng.integers(s) for s in shape])
         lo = [int(c) - s // 2 for c, s in zip(centre, size, strict=True)]

@@ -127,14 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="sat-tiny", help="shipped model name or folder")
     parser.add_argument("--shared", default=None, help="folder the cards' roots are relative to (default ../shared)")
     parser.add_argument("--out", default=None, help="also write the rows as CSV")
+    parser.add_argument("--overlap", type=float, default=0.25,
+                        help="sliding-window overlap in [0, 1) (default %(default)s)")
     parser.add_argument("--no-presence-gating", action="store_true",
                         help="keep the mask logits where the presence head says absent")
     parser.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",
                         help="presence probability below which a window vetoes a structure (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    table = evaluate_model(args.model, args.cards, shared=args.shared, presence_gating=not args.no_presence_gating,
-                           presence_veto=args.presence_veto)
+    table = evaluate_model(args.model, args.cards, shared=args.shared, overlap=args.overlap,
+                           presence_gating=not args.no_presence_gating, presence_veto=args.presence_veto)
     if args.out:
         table.to_csv(args.out, index=False)
     for (dataset, case), rows in table.groupby(["dataset", "case"], sort=False):

@@ -48,5 +48,5 @@ def test_report_on_a_real_case(tmp_path, shared_data, capsys):
     assert table["dice"].between(0, 1).all() and (table["reference_voxels"] > 0).all()
     assert table["grid_ceiling"].between(0, 1).all()
     assert main([str(CARDS / "dcmqi_3slice.yaml"), "--model", str(model), "--shared", str(shared_data.parent),
-                 "--out", str(tmp_path / "r.csv")]) == 0
+                 "--out", str(tmp_path / "r.csv"), "--overlap", "0.5"]) == 0
     assert "dcmqi_3slice/subject_c" in capsys.readouterr().out and (tmp_path / "r.csv").is_file()
