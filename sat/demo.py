@@ -55,8 +55,9 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return float("nan") if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
 
 
-def _scored(seg, reference):
-    """The segmentation's volume table plus ``reference_ml`` and ``dice`` (``reference``: concept -> mask or None)."""
+def _score_and_save(seg, reference, out: Path):
+    """The segmentation's volume table plus ``reference_ml`` and ``dice`` (``reference``: concept -> mask or
+    None); writes the segmentation, the overlay and ``summary.csv`` to ``out``."""
     table = seg.volumes_ml()
     ref_ml, scores = [], []
     for lab in seg.labels.values():
@@ -65,6 +66,9 @@ def _scored(seg, reference):
         scores.append(np.nan if ref is None else round(dice(np.asarray(seg[lab.prompt], bool), ref), 3))
     table["reference_ml"] = ref_ml
     table["dice"] = scores
+    seg.save(out / "segmentation")
+    seg.overlay_png(out / "overlay.png")
+    _write_csv(table, out / "summary.csv")
     return table
 
 
@@ -90,11 +94,7 @@ def run_held_out(out: Path, *, model: str, prompts: list[str]):
         values = [v for v, c in concept_of.items() if c == concept]
         return np.isin(label, values) if values else None
 
-    table = _scored(seg, reference)
-    seg.save(out / "segmentation")
-    seg.overlay_png(out / "overlay.png")
-    _write_csv(table, out / "summary.csv")
-    return table
+    return _score_and_save(seg, reference, out)
 
 
 def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: float = 3.0):
@@ -110,11 +110,7 @@ def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: fl
     io.save(phantom.image, out / "phantom_ct.nii.gz")
     io.save(phantom.label, out / "phantom_labels.nii.gz")
     seg = segmenter.segment(phantom.image, prompts, progress=sys.stderr.isatty())
-    table = _scored(seg, lambda concept: reference_mask(phantom, concept))
-    seg.save(out / "segmentation")
-    seg.overlay_png(out / "overlay.png")
-    _write_csv(table, out / "summary.csv")
-    return table
+    return _score_and_save(seg, lambda concept: reference_mask(phantom, concept), out)
 
 
 def _write_csv(table, path: Path) -> None:

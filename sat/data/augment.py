@@ -9,7 +9,10 @@ import torch
 
 from sat.errors import ConfigError
 
-__all__ = ["Augmentation"]
+__all__ = ["Augmentation", "ROTATE", "ZOOM"]
+
+ZOOM = (0.85, 1.15)  # default magnification range (low, high)
+ROTATE = (0.1, 0.1, 0.26)  # default rotation range, radians about x, y, z
 
 
 def _crop_pad(array: np.ndarray, lo: Sequence[int], size: Sequence[int], value: float) -> np.ndarray:
@@ -78,8 +81,8 @@ class Augmentation:
         patch: Sequence[int],
         *,
         p_spatial: float = 0.8,
-        rotate: Sequence[float] = (0.1, 0.1, 0.26),
-        zoom: Sequence[float] = (0.85, 1.15),
+        rotate: Sequence[float] = ROTATE,
+        zoom: Sequence[float] = ZOOM,
         p_elastic: float = 0.0,
         elastic: float = 2.0,
         elastic_spacing: int = 16,

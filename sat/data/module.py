@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from sat.data.augment import ROTATE, ZOOM
 from sat.data.case import Case
 from sat.data.contrast import tissue_of
 from sat.data.queries import QueryTable
@@ -212,8 +213,8 @@ class SATDataModule(L.LightningDataModule):
         p_contrast: float = 0.0,
         p_elastic: float = 0.0,
         p_lumen: float = 0.0,
-        zoom: tuple[float, float] = (0.85, 1.15),
-        rotate: tuple[float, float, float] = (0.1, 0.1, 0.26),
+        zoom: tuple[float, float] = ZOOM,
+        rotate: tuple[float, float, float] = ROTATE,
         synonyms: int = 4,
         concept_weights: dict[str, float] | None = None,
         query_cache: str | None = None,

@@ -19,8 +19,8 @@ Rules (the SAT recipe, adapted to partial labels):
 - **Augmentation**: rotations (``rotate``, radians about x, y, z), magnification drawn
   log-uniformly in ``zoom`` (organ sizes differ between people), translations, smooth
   elastic deformation with probability ``p_elastic`` (another person's organs differ in
-  shape), optional per-structure intensity offsets (``structure_shift``: enhancement differs between scans),
-  simulated IV contrast on CT with probability ``p_contrast`` (:mod:`sat.data.contrast`:
+  shape), optional per-structure intensity offsets (``structure_shift``: enhancement differs
+  between scans), simulated IV contrast on CT with probability ``p_contrast`` (:mod:`sat.data.contrast`:
   arterial, portal-venous or delayed enhancement of vessels and organs), redrawn stomach and
   bowel content on CT with probability ``p_lumen`` (:mod:`sat.data.lumen`: gas, fluid or oral
   contrast with a gas-fluid level), and (MONAI)
@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from sat.data.augment import Augmentation, _crop_pad, _thin
+from sat.data.augment import ROTATE, ZOOM, Augmentation, _crop_pad, _thin
 from sat.data.case import Case
 from sat.data.contrast import simulate_contrast
 from sat.data.lumen import simulate_lumen
@@ -197,8 +197,8 @@ class PatchDataset(Dataset):
         p_contrast: float = 0.0,
         p_elastic: float = 0.0,
         p_lumen: float = 0.0,
-        zoom: Sequence[float] = (0.85, 1.15),
-        rotate: Sequence[float] = (0.1, 0.1, 0.26),
+        zoom: Sequence[float] = ZOOM,
+        rotate: Sequence[float] = ROTATE,
         dataset_weights: Mapping[str, float] | None = None,
         concept_weights: Mapping[str, float] | None = None,
         seed: int = 0,
@@ -209,11 +209,11 @@ class PatchDataset(Dataset):
             raise ConfigError("p_foreground and p_thin must be probabilities in [0, 1]")
         if not 0 <= foreground_offset <= 0.5:
             raise ConfigError(f"foreground_offset must be in [0, 0.5] (patch sizes), got {foreground_offset}")
-        self.foreground_offset = float(foreground_offset)
         self.cases = list(cases)
         self.probs = case_weights(self.cases, dataset_weights)
         self.table = table
         self.patch = tuple(int(p) for p in patch_size)
+        self.reach = tuple(int(p * foreground_offset) for p in self.patch)  # largest offset of a chosen voxel
         self.k = int(queries_per_sample)
         self.p_foreground, self.p_thin, self.min_thin = p_foreground, p_thin, max(1, int(min_thin))
         self.concept_weights = dict(concept_weights or {})
@@ -276,8 +276,7 @@ class PatchDataset(Dataset):
             names = sorted(case.points)
             w = np.array([self.concept_weights.get(n, 1.0) for n in names], float) + 1e-9
             pts = case.points[names[int(rng.choice(len(names), p=w / w.sum()))]]
-            reach = [int(p * self.foreground_offset) for p in self.patch]
-            centre = pts[int(rng.integers(len(pts)))] - np.array([rng.integers(-r, max(r, 1)) for r in reach])
+            centre = pts[int(rng.integers(len(pts)))] - np.array([rng.integers(-r, max(r, 1)) for r in self.reach])
         else:
             centre = np.array([rng.integers(s) for s in shape])
         lo = [int(c) - s // 2 for c, s in zip(centre, size, strict=True)]
