@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench evaluate lint terms clean
+.PHONY: install test test-fast demo bench evaluate lint terms extra-data clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,21 @@ lint: $(STAMP)
 
 terms: $(STAMP)
 	$(VENV)/bin/sat terms build
+
+# Training data beyond ../shared, from the package registry (datasets/totalseg_aorta_report.yaml):
+# the aorta-report test case of the TotalSegmentator 2.18.0 source distribution (Apache-2.0).
+TS_SDIST := totalsegmentator-2.18.0.tar.gz
+TS_SHA256 := 5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03
+extra-data: data/totalseg_aorta_report/.complete
+
+data/totalseg_aorta_report/.complete: $(STAMP)
+	rm -rf data/.download data/totalseg_aorta_report && mkdir -p data/.download
+	$(PY) -m pip download -q --no-deps --no-binary :all: totalsegmentator==2.18.0 -d data/.download
+	echo "$(TS_SHA256)  data/.download/$(TS_SDIST)" | sha256sum -c -
+	tar -xzf data/.download/$(TS_SDIST) -C data/.download totalsegmentator-2.18.0/tests/reference_files/aorta_report
+	mv data/.download/totalsegmentator-2.18.0/tests/reference_files/aorta_report data/totalseg_aorta_report
+	rm -rf data/.download
+	touch $@
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -17,7 +17,7 @@ def default_shared() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared"
 
 
-def _roots(values: list[str], cards) -> dict[str, Path]:
+def parse_roots(values: list[str], cards) -> dict[str, Path]:
     """``--root NAME=DIR`` (or a bare ``DIR`` when exactly one card is given)."""
     roots: dict[str, Path] = {}
     names = {c.name for c in cards}
@@ -93,7 +93,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     if args.spacing <= 0 or args.workers < 1:
         raise InputError("--spacing must be > 0 mm and --workers >= 1")
     cards = load_cards(args.cards)
-    roots = _roots(args.root, cards)
+    roots = parse_roots(args.root, cards)
     # a folder of cards means "every dataset whose files can be found": skip cards with no root at all
     listed = {Path(p).resolve() for p in args.cards if not Path(p).is_dir()}
     skipped = [c.name for c in cards if c.root is None and c.name not in roots and c.path.resolve() not in listed]

@@ -65,6 +65,7 @@ def evaluate_model(
     cards: Sequence[str | Path],
     *,
     shared: str | Path | None = None,
+    roots: dict[str, str | Path] | None = None,
     concepts: Sequence[str] | None = None,
     overlap: float = 0.25,
     presence_gating: bool = True,
@@ -83,6 +84,7 @@ def evaluate_model(
         model: shipped model name or folder (see :func:`sat.load_model`).
         cards: dataset cards whose cases are evaluated (their ``root`` is under ``shared``).
         shared: folder the cards' relative roots point into (default: ``../shared``).
+        roots: dataset name -> its folder, for cards without a root under ``shared``.
         concepts: restrict to these concept ids.
         overlap: sliding-window overlap.
         presence_gating, presence_veto: passed to :meth:`sat.api.Segmenter.segment`.
@@ -95,11 +97,12 @@ def evaluate_model(
     segmenter = sat.load_model(model, device="cpu")
     trained = set(segmenter.concepts)
     shared = Path(shared) if shared is not None else default_shared()
+    roots = roots or {}
     rows = []
     for card_path in cards:
         card = load_card(card_path)
         value_of = {spec.concept: v for v, spec in card.labels.items() if spec.concept and spec.skip is None}
-        for source in find_cases(card, card.resolve_root(shared=shared)):
+        for source in find_cases(card, card.resolve_root(roots.get(card.name), shared=shared)):
             image, label = load_case(source, modality=card.modality)
             present = {c for c, v in value_of.items() if np.any(label == v)}
             wanted = sorted(set(value_of) & trained & set(concepts or value_of))
@@ -126,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("cards", nargs="+", help="dataset cards (datasets/*.yaml)")
     parser.add_argument("--model", default="sat-tiny", help="shipped model name or folder")
     parser.add_argument("--shared", default=None, help="folder the cards' roots are relative to (default ../shared)")
+    parser.add_argument("--root", action="append", default=[], metavar="NAME=DIR",
+                        help="folder of a dataset whose card has no root under --shared (repeatable)")
     parser.add_argument("--out", default=None, help="also write the rows as CSV")
     parser.add_argument("--overlap", type=float, default=0.25,
                         help="sliding-window overlap in [0, 1) (default %(default)s)")
@@ -135,7 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="presence probability below which a window vetoes a structure (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    table = evaluate_model(args.model, args.cards, shared=args.shared, overlap=args.overlap,
+    from sat.data.cards import load_card
+    from sat.data.cli import parse_roots
+
+    roots = parse_roots(args.root, [load_card(c) for c in args.cards])
+    table = evaluate_model(args.model, args.cards, shared=args.shared, roots=roots, overlap=args.overlap,
                            presence_gating=not args.no_presence_gating, presence_veto=args.presence_veto)
     if args.out:
         table.to_csv(args.out, index=False)

@@ -50,3 +50,26 @@ def test_report_on_a_real_case(tmp_path, shared_data, capsys):
     assert main([str(CARDS / "dcmqi_3slice.yaml"), "--model", str(model), "--shared", str(shared_data.parent),
                  "--out", str(tmp_path / "r.csv"), "--overlap", "0.5"]) == 0
     assert "dcmqi_3slice/subject_c" in capsys.readouterr().out and (tmp_path / "r.csv").is_file()
+
+
+def test_report_reads_a_dataset_outside_shared_with_root(tmp_path, capsys):
+    import nibabel as nib
+    import yaml
+
+    data = tmp_path / "fetched"
+    data.mkdir()
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(np.full((20, 20, 12), 40, np.int16), affine), data / "ct.nii.gz")
+    mask = np.zeros((20, 20, 12), np.uint8)
+    mask[5:15, 5:15, 3:9] = 1
+    nib.save(nib.Nifti1Image(mask, affine), data / "liver.nii.gz")
+    card = {"name": "fetched", "modality": "ct", "region": "abdomen", "license": "CC-BY-4.0",
+            "source": "https://example.org", "citation": "Someone 2024", "layout": "files",
+            "labels": {1: {"name": "liver", "concept": "liver"}},
+            "cases": [{"id": "c1", "image": "ct.nii.gz", "labels": [{"file": "liver.nii.gz", "values": {1: 1}}]}]}
+    (tmp_path / "fetched.yaml").write_text(yaml.safe_dump(card))
+    model = export_model(build_model({**TINY_NET, "text_dim": 384}), tmp_path / "m",
+                         concepts=["liver"], text_encoder="base")
+    assert main([str(tmp_path / "fetched.yaml"), "--model", str(model), "--root", f"fetched={data}"]) == 0
+    out = capsys.readouterr().out
+    assert "fetched/c1" in out and "liver" in out
