@@ -37,16 +37,16 @@ terms: $(STAMP)
 
 # Training data beyond ../shared, from the package registry (datasets/totalseg_aorta_report.yaml):
 # the aorta-report test case of the TotalSegmentator 2.18.0 source distribution (Apache-2.0).
-TS_SDIST := totalsegmentator-2.18.0.tar.gz
+TS := totalsegmentator-2.18.0
 TS_SHA256 := 5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03
 extra-data: data/totalseg_aorta_report/.complete
 
 data/totalseg_aorta_report/.complete: $(STAMP)
 	rm -rf data/.download data/totalseg_aorta_report && mkdir -p data/.download
-	$(PY) -m pip download -q --no-deps --no-binary :all: totalsegmentator==2.18.0 -d data/.download
-	echo "$(TS_SHA256)  data/.download/$(TS_SDIST)" | sha256sum -c -
-	tar -xzf data/.download/$(TS_SDIST) -C data/.download totalsegmentator-2.18.0/tests/reference_files/aorta_report
-	mv data/.download/totalsegmentator-2.18.0/tests/reference_files/aorta_report data/totalseg_aorta_report
+	$(PY) -m pip download -q --no-deps --no-binary :all: $(subst -,==,$(TS)) -d data/.download
+	echo "$(TS_SHA256)  data/.download/$(TS).tar.gz" | sha256sum -c -
+	tar -xzf data/.download/$(TS).tar.gz -C data/.download $(TS)/tests/reference_files/aorta_report
+	mv data/.download/$(TS)/tests/reference_files/aorta_report data/totalseg_aorta_report
 	rm -rf data/.download
 	touch $@
 
