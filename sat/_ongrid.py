@@ -14,13 +14,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from sat.postprocess import largest_component
+
 log = logging.getLogger(__name__)
 
 __all__ = ["to_input_grid"]
 
 
-def to_input_grid(logits: list[torch.Tensor], plans: Sequence[Any], record, threshold: float):
+def to_input_grid(logits: list[torch.Tensor], plans: Sequence[Any], record, threshold: float,
+                  largest: Sequence[bool] | None = None):
     """Threshold in model space, resolve overlaps by highest probability, invert (nearest) to the input grid.
+
+    ``largest[i]`` keeps only the largest connected component of prompt ``i``'s mask
+    (:mod:`sat.postprocess`) before overlaps are resolved.
 
     Nearest inversion is exact (each input voxel takes the decision of the model voxel that
     contains its centre, so masks and labelmap agree voxel for voxel) and cheap: one
@@ -29,7 +35,7 @@ def to_input_grid(logits: list[torch.Tensor], plans: Sequence[Any], record, thre
     """
     from sat.preprocess import invert
 
-    masks, model_labels = _threshold_and_label(logits, threshold)
+    masks, model_labels = _threshold_and_label(logits, threshold, largest)
     labelmap = invert(model_labels, record, mode="nearest")
     lookup = _NearestLookup.build(record, labelmap, model_labels)
     crops = {}
@@ -38,8 +44,11 @@ def to_input_grid(logits: list[torch.Tensor], plans: Sequence[Any], record, thre
     return crops, labelmap
 
 
-def _threshold_and_label(logits: list[torch.Tensor], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _threshold_and_label(logits: list[torch.Tensor], threshold: float,
+                         largest: Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Model-space masks ``[N, X', Y', Z']`` bool and labelmap (1..N, most probable prompt; ties: first).
+
+    ``largest[i]``: prompt ``i`` keeps only the largest connected component of its mask.
 
     Plain numpy, one prompt at a time (single-threaded: no thread hand-offs on a busy CPU).
     """
@@ -54,7 +63,10 @@ def _threshold_and_label(logits: list[torch.Tensor], threshold: float) -> tuple[
         np.greater(x, cut, out=masks[value - 1])
         if not masks[value - 1].any():
             continue
+        if largest is not None and largest[value - 1]:
+            masks[value - 1] = largest_component(masks[value - 1])
         np.greater(x, best, out=win)  # strictly: on ties the earlier prompt keeps the voxel
+        win &= masks[value - 1]
         np.copyto(best, x, where=win)
         np.copyto(labels, value, where=win, casting="unsafe")
     return masks, labels

@@ -232,6 +232,7 @@ class Segmenter:
         threshold: float = 0.5,
         presence_gating: bool = True,
         presence_veto: float = PRESENCE_VETO,
+        largest_component: bool = True,
         progress: bool = False,
     ) -> Segmentation:
         """Segment ``prompts`` in ``image``.
@@ -246,6 +247,8 @@ class Segmenter:
             presence_gating: let a window veto a prompt its presence head calls very unlikely
                 there (the rule of :mod:`sat.model.inference`); False keeps the mask logits alone.
             presence_veto: presence probability below which a window vetoes, in (0, 1).
+            largest_component: keep only the largest connected component of the concepts the
+                model lists as one piece (:mod:`sat.postprocess`); False keeps every component.
             progress: show a progress bar over the sliding windows.
 
         Returns:
@@ -264,7 +267,9 @@ class Segmenter:
         volume = io.load(image, modality=modality)
         logits, record = self._predict(volume, plans, overlap=overlap, presence_gating=presence_gating,
                                        presence_veto=float(presence_veto), progress=progress)
-        crops, labelmap = _to_input_grid(logits, plans, record, threshold)
+        single = set(self.config.get("postprocess", {}).get("largest_component", [])) if largest_component else set()
+        largest = [p.kind == "concept" and p.concept.id in single for p in plans]
+        crops, labelmap = _to_input_grid(logits, plans, record, threshold, largest)
         labels = [
             Label(value=i, prompt=p.prompt, concept=p.concept.id if p.concept else None,
                   name=p.concept.name if p.concept else None, kind=p.kind, members=p.members)
@@ -272,6 +277,7 @@ class Segmenter:
         ]
         meta = {"model": self.name, "threshold": float(threshold), "overlap": float(overlap),
                 "presence_gating": bool(presence_gating), "presence_veto": float(presence_veto),
+                "largest_component": [p.prompt for p, keep in zip(plans, largest, strict=True) if keep],
                 "model_spacing": list(self.spacing)}
         return Segmentation._from_crops(crops, volume.shape, volume.affine, labelmap, labels=labels,
                                         image=volume.array, modality=volume.modality, meta=meta)
@@ -307,6 +313,7 @@ def segment(
     threshold: float = 0.5,
     presence_gating: bool = True,
     presence_veto: float = PRESENCE_VETO,
+    largest_component: bool = True,
     progress: bool = False,
 ) -> Segmentation:
     """Segment a 3D volume from text prompts (loads the model once per process and caches it).
@@ -320,6 +327,7 @@ def segment(
         overlap: sliding-window overlap; threshold: mask probability threshold.
         presence_gating, presence_veto: let a window veto a prompt whose presence probability there
             is below ``presence_veto`` (see Segmenter.segment).
+        largest_component: apply the model's connected-component rule (:mod:`sat.postprocess`).
         progress: show a progress bar.
 
     Returns:
@@ -338,4 +346,5 @@ def segment(
             _CACHE[key] = load_model(model, device=device)
         segmenter = _CACHE[key]
     return segmenter.segment(image, prompts, modality=modality, overlap=overlap, threshold=threshold,
-                             presence_gating=presence_gating, presence_veto=presence_veto, progress=progress)
+                             presence_gating=presence_gating, presence_veto=presence_veto,
+                             largest_component=largest_component, progress=progress)

@@ -41,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="keep mask logits where the presence head judges a prompt absent")
     seg.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",
                      help="presence probability below which a window vetoes a prompt (default %(default)s)")
+    seg.add_argument("--keep-all-components", action="store_true",
+                     help="keep every connected component (default: one piece for the structures the model "
+                     "learnt as one piece, see sat.postprocess)")
     seg.add_argument("--png", action="store_true", help="also write overlay.png (axial, coronal, sagittal)")
     seg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     seg.set_defaults(func=run_segment)
@@ -70,7 +73,7 @@ def run_segment(args: argparse.Namespace) -> int:
         prompts = args.prompt
     seg = segmenter.segment(volume, prompts, overlap=args.overlap, threshold=args.threshold,
                             presence_gating=not args.no_presence_gating, presence_veto=args.presence_veto,
-                            progress=not args.no_progress)
+                            largest_component=not args.keep_all_components, progress=not args.no_progress)
     seg.save(out)
     table = seg.volumes_ml()
     table["concept"] = table["concept"].fillna("-")

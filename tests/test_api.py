@@ -272,3 +272,17 @@ def test_presence_gating_can_be_turned_off(model_dir, phantom):
     assert kept.voxels("liver") == ungated.voxels("liver") and kept.meta["presence_veto"] == 1e-5
     with pytest.raises(InputError, match="presence_veto"):
         segmenter.segment(phantom.image, ["liver"], presence_veto=0.0)
+
+
+def test_segmenter_applies_the_models_component_rule_unless_told_not_to(model_dir, phantom):
+    from sat.postprocess import components
+
+    segmenter = sat.load_model(model_dir, device="cpu")
+    segmenter.config = {**segmenter.config, "postprocess": {"largest_component": ["liver"]}}
+    kept = segmenter.segment(phantom.image, ["liver", "spleen"])
+    assert kept.meta["largest_component"] == ["liver"]
+    assert components(np.asarray(kept["liver"])) <= 1
+    every = segmenter.segment(phantom.image, ["liver", "spleen"], largest_component=False)
+    assert every.meta["largest_component"] == []
+    assert np.asarray(kept["liver"]).sum() <= np.asarray(every["liver"]).sum()
+    np.testing.assert_array_equal(np.asarray(kept["spleen"]), np.asarray(every["spleen"]))

@@ -85,6 +85,9 @@ class Throughput(L.Callback):
 class ExportOnEnd(L.Callback):
     """Export the trained network (safetensors + config.json) when training ends (rank 0).
 
+    ``config.json`` also gets the connected-component rule learnt from the training cases
+    (:func:`sat.postprocess.postprocess_config`).
+
     Args:
         directory: output folder, e.g. ``sat/resources/models/sat-tiny``.
         half: store float16 weights.
@@ -97,6 +100,7 @@ class ExportOnEnd(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
+        from sat.postprocess import postprocess_config
         from sat.training.export import export_model
 
         dm = trainer.datamodule
@@ -107,6 +111,6 @@ class ExportOnEnd(L.Callback):
         training["init_from"] = pl_module.hparams.get("init_from")
         out = export_model(
             pl_module.net, self.directory, concepts=dm.concepts, text_encoder=dm.hparams.text_encoder,
-            half=self.half, extra={"training": training},
+            half=self.half, extra={"training": training, "postprocess": postprocess_config(dm.train_cases, dm.concepts)},
         )
         log.info("exported the trained model to %s", out)

@@ -70,6 +70,7 @@ def evaluate_model(
     overlap: float = 0.25,
     presence_gating: bool = True,
     presence_veto: float = PRESENCE_VETO,
+    largest_component: bool = True,
 ) -> pd.DataFrame:
     """One row per (case, concept trained by the model and labelled by the case's dataset).
 
@@ -87,7 +88,7 @@ def evaluate_model(
         roots: dataset name -> its folder, for cards without a root under ``shared``.
         concepts: restrict to these concept ids.
         overlap: sliding-window overlap.
-        presence_gating, presence_veto: passed to :meth:`sat.api.Segmenter.segment`.
+        presence_gating, presence_veto, largest_component: passed to :meth:`sat.api.Segmenter.segment`.
     """
     import sat
     from sat.data.cards import load_card
@@ -110,7 +111,8 @@ def evaluate_model(
                 continue
             start = time.perf_counter()
             seg = segmenter.segment(image, wanted, modality=card.modality, overlap=overlap,
-                                    presence_gating=presence_gating, presence_veto=presence_veto)
+                                    presence_gating=presence_gating, presence_veto=presence_veto,
+                                    largest_component=largest_component)
             log.info("%s/%s: %d structures in %.1f s", card.name, source.case, len(wanted),
                      time.perf_counter() - start)
             for concept in wanted:
@@ -138,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="keep the mask logits where the presence head says absent")
     parser.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",
                         help="presence probability below which a window vetoes a structure (default %(default)s)")
+    parser.add_argument("--keep-all-components", action="store_true",
+                        help="skip the model's connected-component rule (sat.postprocess)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from sat.data.cards import load_card
@@ -145,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     roots = parse_roots(args.root, [load_card(c) for c in args.cards])
     table = evaluate_model(args.model, args.cards, shared=args.shared, roots=roots, overlap=args.overlap,
-                           presence_gating=not args.no_presence_gating, presence_veto=args.presence_veto)
+                           presence_gating=not args.no_presence_gating, presence_veto=args.presence_veto,
+                           largest_component=not args.keep_all_components)
     if args.out:
         table.to_csv(args.out, index=False)
     for (dataset, case), rows in table.groupby(["dataset", "case"], sort=False):

@@ -79,6 +79,7 @@ def test_killed_run_resumes_exactly(tmp_path, toy_cache, capsys):
     for k, v in ref_w.items():  # exact: same samples, same RNG, same optimizer state
         assert torch.equal(resumed[f"net.{k}"], v), k
     assert config["text_encoder"] == "test" and config["concepts"] == ["liver", "spleen"]
+    assert config["postprocess"] == {"largest_component": ["liver", "spleen"]}  # one piece in every toy case
 
 
 def test_export_on_end_writes_the_averaged_weights(tmp_path, toy_cache):
@@ -93,7 +94,8 @@ def test_export_on_end_writes_the_averaged_weights(tmp_path, toy_cache):
     recipe.write_text(yaml.safe_dump(spec))
     train_segmentation(recipe)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    net, _ = load_pretrained(tmp_path / "export")
+    net, config = load_pretrained(tmp_path / "export")
+    assert config["postprocess"] == {"largest_component": ["liver", "spleen"]}
     exported = net.state_dict()
     average = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()}
     current = {k.removeprefix("net."): v for k, v in ckpt["current_model_state"].items()}
