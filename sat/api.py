@@ -28,6 +28,7 @@ import torch
 from sat._defaults import PRESENCE_VETO
 from sat._ongrid import to_input_grid as _to_input_grid
 from sat.errors import InputError, UnknownTermError, WeightsError
+from sat.postprocess import applies
 from sat.segmentation import Label, Segmentation
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,8 @@ class Segmenter:
                 there (the rule of :mod:`sat.model.inference`); False keeps the mask logits alone.
             presence_veto: presence probability below which a window vetoes, in (0, 1).
             largest_component: keep only the largest connected component of the concepts the
-                model lists as one piece (:mod:`sat.postprocess`); False keeps every component.
+                model lists as one piece for inputs of this depth (:mod:`sat.postprocess`); False
+                keeps every component.
             progress: show a progress bar over the sliding windows.
 
         Returns:
@@ -267,8 +269,9 @@ class Segmenter:
         volume = io.load(image, modality=modality)
         logits, record = self._predict(volume, plans, overlap=overlap, presence_gating=presence_gating,
                                        presence_veto=float(presence_veto), progress=progress)
-        single = set(self.config.get("postprocess", {}).get("largest_component", [])) if largest_component else set()
-        largest = [p.kind == "concept" and p.concept.id in single for p in plans]
+        rule = self.config.get("postprocess") if largest_component else None
+        slices = int(record.model_shape[2])  # axial slices in model space (RAS: axis 2)
+        largest = [p.kind == "concept" and applies(rule, p.concept.id, slices) for p in plans]
         crops, labelmap = _to_input_grid(logits, plans, record, threshold, largest)
         labels = [
             Label(value=i, prompt=p.prompt, concept=p.concept.id if p.concept else None,

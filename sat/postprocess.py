@@ -2,15 +2,18 @@
 
 nnU-Net keeps only the largest connected component of a class when that does not lower the
 class's cross-validation Dice. A model trained on a handful of cases has no cross-validation,
-so SAT reads the rule off the references instead: a concept is *single* when its label is one
-connected piece (26-connectivity, in model space) in every training case that contains it.
-At inference the mask of a single concept keeps only its largest component; the voxels
-dropped go to the next most probable prompt above the threshold, or to the background. The
-list is stored in the model's ``config.json`` as ``{"postprocess": {"largest_component":
-[...]}}``; :meth:`sat.api.Segmenter.segment` applies it unless ``largest_component=False``
-(``sat segment --keep-all-components``).
+so SAT reads the rule off the references instead: a concept keeps one piece when its label is
+one connected piece (26-connectivity, in model space) in every training case that contains it.
+An input that is a thin slab can cut such a structure into pieces (a vertebra's body and its
+spinous process in a 4 cm slab), so the rule also records, per concept, the fewest axial
+slices an input needs before it applies (:func:`min_slices`: the references cut into slabs
+the way a thin input cuts them). At inference the mask of such a concept keeps only its
+largest component; the voxels dropped go to the next most probable prompt above the
+threshold, or to the background. The rule is stored in the model's ``config.json`` as
+``{"postprocess": {"largest_component": {concept: slices}}}``; :meth:`sat.api.Segmenter.segment`
+applies it unless ``largest_component=False`` (``sat segment --keep-all-components``).
 
-Training writes the list when it exports (:class:`sat.training.callbacks.ExportOnEnd`); for an
+Training writes the rule when it exports (:class:`sat.training.callbacks.ExportOnEnd`); for an
 existing model folder::
 
     python -m sat.postprocess --model sat/resources/models/sat-tiny --cache cache/3mm \\
@@ -39,7 +42,7 @@ from sat.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["components", "largest_component", "single_component_concepts", "postprocess_config", "learn"]
+__all__ = ["components", "largest_component", "min_slices", "postprocess_config", "applies", "learn"]
 
 _FULL = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
 
@@ -73,36 +76,81 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def single_component_concepts(cases: Iterable[Any], concepts: Sequence[str] | None = None) -> list[str]:
-    """Concepts that are one connected piece in every case that contains them (sorted).
+def min_slices(mask: np.ndarray, window: int) -> int | None:
+    """Fewest axial slices an input needs for this reference structure to stay one piece in it.
+
+    Args:
+        mask: ``[X, Y, Z]`` bool reference of one structure in model space (z = axis 2).
+        window: the model's window depth in slices; inputs at least this thick are judged by the
+            whole reference.
+
+    Returns:
+        None when the reference itself is not one piece; otherwise the smallest ``t <= window``
+        such that for every input depth ``t' in [t, window]`` each slab of ``t'`` slices through
+        the structure, and each end piece it leaves when an input edge cuts the structure, is one
+        piece (``window + 1`` when even ``window`` slices can split it: only thicker inputs qualify).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    spans = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if spans[0].size == 0:
+        return None
+    crop = mask[tuple(slice(int(s[0]), int(s[-1]) + 1) for s in spans)]
+    if components(crop) != 1:
+        return None
+    n = crop.shape[2]
+
+    def one_piece(a: int, b: int) -> bool:
+        return components(crop[:, :, a:b]) == 1
+
+    ends_ok = [True]  # ends_ok[k]: every end piece of at most k slices (from the top or the bottom) is one piece
+    for k in range(1, min(window, n)):
+        ends_ok.append(ends_ok[-1] and one_piece(0, k) and one_piece(n - k, n))
+    needed = window + 1
+    for t in range(window, 0, -1):
+        inner = t >= n or all(one_piece(z, z + t) for z in range(n - t + 1))
+        if not (inner and ends_ok[min(t, n) - 1]):
+            break
+        needed = t
+    return needed
+
+
+def postprocess_config(cases: Iterable[Any], concepts: Sequence[str], *, window: int) -> dict[str, dict[str, int]]:
+    """The ``config.json`` entry ``postprocess`` of a model trained on ``cases`` to segment ``concepts``.
+
+    ``{"largest_component": {concept: slices}}``: the concepts that are one piece in every training
+    case that contains them, each with the fewest axial slices (model space) an input must have
+    for the rule to apply, the largest :func:`min_slices` over those cases.
 
     Args:
         cases: cached training cases (:class:`sat.data.sampling.Case`: ``label`` ``[X, Y, Z]`` in model
             space and ``values``: concept -> its label values).
-        concepts: restrict to these concept ids (default: every concept of the cases).
+        concepts: the concept ids the model segments.
+        window: the model's window depth in slices (``patch_size[2]``).
     """
-    seen: dict[str, bool] = {}
-    wanted = set(concepts) if concepts is not None else None
+    needed: dict[str, int | None] = {}
+    wanted = set(concepts)
     for case in cases:
         for concept, values in case.values.items():
-            if wanted is not None and concept not in wanted:
+            if concept not in wanted or needed.get(concept, 0) is None:
                 continue
             mask = np.isin(case.label, list(values))
             if mask.any():
-                seen[concept] = seen.get(concept, True) and components(mask) == 1
-    return sorted(c for c, single in seen.items() if single)
+                t = min_slices(mask, window)
+                needed[concept] = None if t is None else max(t, needed.get(concept) or 0)
+    return {"largest_component": {c: t for c, t in sorted(needed.items()) if t is not None}}
 
 
-def postprocess_config(cases: Iterable[Any], concepts: Sequence[str]) -> dict[str, list[str]]:
-    """The ``config.json`` entry ``postprocess`` of a model trained on ``cases`` to segment ``concepts``."""
-    return {"largest_component": single_component_concepts(cases, concepts)}
+def applies(rule: dict[str, Any] | None, concept: str | None, slices: int) -> bool:
+    """Whether a model's ``postprocess`` rule keeps one piece of ``concept`` in an input of ``slices`` axial slices."""
+    needed = (rule or {}).get("largest_component", {}).get(concept) if concept else None
+    return needed is not None and slices >= needed
 
 
-def learn(model: str | Path, cache: str | Path, *, datasets: Sequence[str] | None = None) -> list[str]:
-    """Write ``postprocess.largest_component`` into a model folder's ``config.json``; returns the list.
+def learn(model: str | Path, cache: str | Path, *, datasets: Sequence[str] | None = None) -> dict[str, int]:
+    """Write ``postprocess`` (:func:`postprocess_config`) into a model folder's ``config.json``; returns the rule.
 
-    The model's ``concepts`` that are single in the cache's training cases (of ``datasets``, default
-    all) are listed; ``config.json`` is rewritten atomically.
+    Learnt from the cache's training cases (of ``datasets``, default all); ``config.json`` is
+    rewritten atomically.
     """
     from sat.data.module import load_cases
 
@@ -113,7 +161,8 @@ def learn(model: str | Path, cache: str | Path, *, datasets: Sequence[str] | Non
     cases = load_cases(cache, split="train", datasets=datasets)
     if not cases:
         raise InputError(f"no training cases in {cache} for datasets={list(datasets or [])}; check --dataset")
-    config["postprocess"] = postprocess_config(cases, config.get("concepts") or [])
+    window = int(config.get("model", {}).get("patch_size", [0, 0, 32])[2])
+    config["postprocess"] = postprocess_config(cases, config.get("concepts") or [], window=window)
     single = config["postprocess"]["largest_component"]
     atomic_write_bytes(path, (json.dumps(config, indent=2) + "\n").encode())
     log.info("%s: largest component kept for %d of %d concepts", path, len(single), len(config.get("concepts", [])))
@@ -130,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     single = learn(args.model, args.cache, datasets=args.dataset)
-    print(f"largest component kept for: {', '.join(single) or 'none'}")
+    print("largest component kept for (fewest axial slices of the input): "
+          + (", ".join(f"{c} ({t})" for c, t in single.items()) or "none"))
     return 0
 
 

@@ -278,7 +278,7 @@ def test_segmenter_applies_the_models_component_rule_unless_told_not_to(model_di
     from sat.postprocess import components
 
     segmenter = sat.load_model(model_dir, device="cpu")
-    segmenter.config = {**segmenter.config, "postprocess": {"largest_component": ["liver"]}}
+    segmenter.config = {**segmenter.config, "postprocess": {"largest_component": {"liver": 1}}}
     kept = segmenter.segment(phantom.image, ["liver", "spleen"])
     assert kept.meta["largest_component"] == ["liver"]
     assert components(np.asarray(kept["liver"])) <= 1
@@ -286,3 +286,5 @@ def test_segmenter_applies_the_models_component_rule_unless_told_not_to(model_di
     assert every.meta["largest_component"] == []
     assert np.asarray(kept["liver"]).sum() <= np.asarray(every["liver"]).sum()
     np.testing.assert_array_equal(np.asarray(kept["spleen"]), np.asarray(every["spleen"]))
+    segmenter.config["postprocess"]["largest_component"]["liver"] = 10_000  # deeper than this input
+    assert segmenter.segment(phantom.image, ["liver"]).meta["largest_component"] == []

@@ -29,18 +29,42 @@ def test_largest_component_keeps_the_biggest_piece_with_26_connectivity():
     assert not postprocess.largest_component(np.zeros((3, 3, 3), bool)).any()
 
 
-def test_single_component_concepts_need_one_piece_in_every_case_that_has_them():
-    one = np.zeros((12, 10, 8), np.uint16)
-    one[1:5, 1:5, 1:5] = 1
+def _vertebra(shape=(12, 12, 20)) -> np.ndarray:
+    """A body and a spinous process joined only by a bridge in slices 8-9: thin slabs split it."""
+    mask = np.zeros(shape, bool)
+    mask[2:6, 2:6, 4:16] = True  # body
+    mask[7:10, 2:6, 0:10] = True  # process, lower
+    mask[6, 2:6, 8:10] = True  # bridge
+    return mask
+
+
+def test_min_slices_finds_the_input_depth_from_which_a_structure_stays_one_piece():
+    tube = np.zeros((8, 8, 30), bool)
+    tube[3:5, 3:5, :] = True
+    assert postprocess.min_slices(tube, 16) == 1  # every slab of a straight tube is one piece
+    vertebra = _vertebra()
+    assert postprocess.components(vertebra[:, :, 0:8]) == 2  # a slab below the bridge splits it
+    assert postprocess.min_slices(vertebra, 16) == 17  # end pieces below the bridge split it at any depth
+    assert postprocess.min_slices(_two_blobs(), 16) is None  # not one piece at all
+    assert postprocess.min_slices(np.zeros((4, 4, 4), bool), 16) is None
+
+
+def test_postprocess_config_takes_the_strictest_case():
+    one = np.zeros((12, 12, 20), np.uint16)
+    one[10:12, 10:12, :] = 1  # liver: a tube
+    two = one.copy()
+    two[_vertebra()] = 2  # spleen: split by thin slabs
     split = one.copy()
-    split[_two_blobs() & (one == 0)] = 1  # concept 1 in two pieces
-    split[6:8, 1:3, 1:3] = 2
-    cases = [SimpleNamespace(label=one, values={"liver": (1,), "spleen": (2,)}),  # spleen labelled, absent
-             SimpleNamespace(label=split, values={"liver": (1,), "spleen": (2,), "aorta": (3,)})]
-    assert postprocess.single_component_concepts(cases) == ["spleen"]
-    assert postprocess.single_component_concepts(cases[:1]) == ["liver"]
-    assert postprocess.single_component_concepts(cases[:1], ["spleen"]) == []
-    assert postprocess.postprocess_config(cases, ["liver", "spleen"]) == {"largest_component": ["spleen"]}
+    split[_two_blobs((12, 12, 20))] = 3  # aorta in two pieces in one case
+    cases = [SimpleNamespace(label=one, values={"liver": (1,), "spleen": (2,), "aorta": (3,)}),  # absent ones ignored
+             SimpleNamespace(label=two, values={"liver": (1,), "spleen": (2,)}),
+             SimpleNamespace(label=split, values={"liver": (1,), "aorta": (3,)})]
+    rule = postprocess.postprocess_config(cases, ["liver", "spleen", "aorta"], window=16)
+    assert rule == {"largest_component": {"liver": 1, "spleen": 17}}
+    assert postprocess.postprocess_config(cases, ["spleen"], window=16) == {"largest_component": {"spleen": 17}}
+    assert postprocess.applies(rule, "liver", 3) and not postprocess.applies(rule, "spleen", 16)
+    assert postprocess.applies(rule, "spleen", 17) and not postprocess.applies(rule, "aorta", 100)
+    assert not postprocess.applies(None, "liver", 50) and not postprocess.applies(rule, None, 50)
 
 
 def test_dropped_voxels_go_to_the_next_prompt_above_the_threshold():

@@ -109,8 +109,9 @@ class ExportOnEnd(L.Callback):
             if isinstance(cb, Throughput):
                 training = cb.summary(trainer)
         training["init_from"] = pl_module.hparams.get("init_from")
+        rule = postprocess_config(dm.train_cases, dm.concepts, window=pl_module.net.config.patch_size[2])
         out = export_model(
             pl_module.net, self.directory, concepts=dm.concepts, text_encoder=dm.hparams.text_encoder,
-            half=self.half, extra={"training": training, "postprocess": postprocess_config(dm.train_cases, dm.concepts)},
+            half=self.half, extra={"training": training, "postprocess": rule},
         )
         log.info("exported the trained model to %s", out)

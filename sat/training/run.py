@@ -90,5 +90,6 @@ def train_segmentation(
 
         dm = cli.datamodule
         export_model(cli.model.net, export, concepts=dm.concepts, text_encoder=dm.hparams.text_encoder,
-                     extra={"postprocess": postprocess_config(dm.train_cases, dm.concepts)})
+                     extra={"postprocess": postprocess_config(
+                         dm.train_cases, dm.concepts, window=cli.model.net.config.patch_size[2])})
     return cli

@@ -17,7 +17,7 @@ def test_learn_writes_the_rule_into_a_model_config(tmp_path, toy_cache):
     (model / "config.json").write_text(json.dumps({"concepts": ["liver", "spleen"], "model": {}}))
     assert postprocess.main(["--model", str(model), "--cache", str(cache)]) == 0
     config = json.loads((model / "config.json").read_text())
-    assert config["postprocess"] == {"largest_component": ["liver", "spleen"]} and config["model"] == {}
+    assert config["postprocess"] == {"largest_component": {"liver": 1, "spleen": 1}} and config["model"] == {}
     assert [p.name for p in model.iterdir()] == ["config.json"]  # no temporary file left
     with pytest.raises(InputError, match="no training cases"):
         postprocess.learn(model, cache, datasets=["other"])

@@ -79,7 +79,7 @@ def test_killed_run_resumes_exactly(tmp_path, toy_cache, capsys):
     for k, v in ref_w.items():  # exact: same samples, same RNG, same optimizer state
         assert torch.equal(resumed[f"net.{k}"], v), k
     assert config["text_encoder"] == "test" and config["concepts"] == ["liver", "spleen"]
-    assert config["postprocess"] == {"largest_component": ["liver", "spleen"]}  # one piece in every toy case
+    assert config["postprocess"] == {"largest_component": {"liver": 1, "spleen": 1}}  # one piece in every toy case
 
 
 def test_export_on_end_writes_the_averaged_weights(tmp_path, toy_cache):
@@ -95,7 +95,7 @@ def test_export_on_end_writes_the_averaged_weights(tmp_path, toy_cache):
     train_segmentation(recipe)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     net, config = load_pretrained(tmp_path / "export")
-    assert config["postprocess"] == {"largest_component": ["liver", "spleen"]}
+    assert config["postprocess"] == {"largest_component": {"liver": 1, "spleen": 1}}
     exported = net.state_dict()
     average = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()}
     current = {k.removeprefix("net."): v for k, v in ckpt["current_model_state"].items()}
