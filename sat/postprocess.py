@@ -54,6 +54,12 @@ def components(mask: np.ndarray) -> int:
     return int(ndimage.label(mask, structure=_FULL)[1])
 
 
+def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of a 3D bool mask (None when empty)."""
+    spans = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    return None if spans[0].size == 0 else tuple(slice(int(s[0]), int(s[-1]) + 1) for s in spans)
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of a 3D bool mask ``[X, Y, Z]`` (same shape; ties: the first).
 
@@ -62,10 +68,9 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     mask = np.asarray(mask, dtype=bool)
-    spans = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    if spans[0].size == 0:
+    box = _box(mask)
+    if box is None:
         return mask
-    box = tuple(slice(int(s[0]), int(s[-1]) + 1) for s in spans)
     labels, n = ndimage.label(mask[box], structure=_FULL)
     if n <= 1:
         return mask
@@ -91,10 +96,10 @@ def min_slices(mask: np.ndarray, window: int) -> int | None:
         piece (``window + 1`` when even ``window`` slices can split it: only thicker inputs qualify).
     """
     mask = np.asarray(mask, dtype=bool)
-    spans = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    if spans[0].size == 0:
+    box = _box(mask)
+    if box is None:
         return None
-    crop = mask[tuple(slice(int(s[0]), int(s[-1]) + 1) for s in spans)]
+    crop = mask[box]
     if components(crop) != 1:
         return None
     n = crop.shape[2]
