@@ -63,10 +63,12 @@ def _threshold_and_label(logits: list[torch.Tensor], threshold: float,
         np.greater(x, cut, out=masks[value - 1])
         if not masks[value - 1].any():
             continue
-        if largest is not None and largest[value - 1]:
+        one_piece = largest is not None and largest[value - 1]
+        if one_piece:
             masks[value - 1] = largest_component(masks[value - 1])
         np.greater(x, best, out=win)  # strictly: on ties the earlier prompt keeps the voxel
-        win &= masks[value - 1]
+        if one_piece:  # otherwise win lies inside the mask already (best >= the threshold's logit)
+            win &= masks[value - 1]
         np.copyto(best, x, where=win)
         np.copyto(labels, value, where=win, casting="unsafe")
     return masks, labels

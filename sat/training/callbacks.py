@@ -86,7 +86,7 @@ class ExportOnEnd(L.Callback):
     """Export the trained network (safetensors + config.json) when training ends (rank 0).
 
     ``config.json`` also gets the connected-component rule learnt from the training cases
-    (:func:`sat.postprocess.postprocess_config`).
+    (:func:`sat.training.export.export_trained`).
 
     Args:
         directory: output folder, e.g. ``sat/resources/models/sat-tiny``.
@@ -100,8 +100,7 @@ class ExportOnEnd(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        from sat.postprocess import postprocess_config
-        from sat.training.export import export_model
+        from sat.training.export import export_trained
 
         dm = trainer.datamodule
         training = {"steps": int(trainer.global_step)}
@@ -109,9 +108,5 @@ class ExportOnEnd(L.Callback):
             if isinstance(cb, Throughput):
                 training = cb.summary(trainer)
         training["init_from"] = pl_module.hparams.get("init_from")
-        rule = postprocess_config(dm.train_cases, dm.concepts, window=pl_module.net.config.patch_size[2])
-        out = export_model(
-            pl_module.net, self.directory, concepts=dm.concepts, text_encoder=dm.hparams.text_encoder,
-            half=self.half, extra={"training": training, "postprocess": rule},
-        )
+        out = export_trained(pl_module.net, self.directory, dm, half=self.half, extra={"training": training})
         log.info("exported the trained model to %s", out)

@@ -27,7 +27,7 @@ from torch import nn
 from sat.errors import WeightsError
 from sat.preprocess import CT_SCALE, CT_WINDOW
 
-__all__ = ["export_model", "export_checkpoint", "DEFAULT_INTENSITY"]
+__all__ = ["export_model", "export_trained", "export_checkpoint", "DEFAULT_INTENSITY"]
 
 # How images were standardized for training (sat.preprocess.standardize defaults); inference
 # reads the CT entry back (sat.preprocess.ct_scale_of).
@@ -74,6 +74,22 @@ def export_model(
         **(extra or {}),
     }
     return save_pretrained(model, directory, extra=keys)
+
+
+def export_trained(
+    net: nn.Module, directory: str | os.PathLike, datamodule: Any, *, half: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """:func:`export_model` for a network trained on ``datamodule`` (a set-up :class:`sat.data.module.SATDataModule`).
+
+    Its concepts and text encoder go into ``config.json``, with the connected-component rule learnt
+    from its training cases (:func:`sat.postprocess.postprocess_config`).
+    """
+    from sat.postprocess import postprocess_config
+
+    rule = postprocess_config(datamodule.train_cases, datamodule.concepts, window=net.config.patch_size[2])
+    return export_model(net, directory, concepts=datamodule.concepts, text_encoder=datamodule.hparams.text_encoder,
+                        half=half, extra={**(extra or {}), "postprocess": rule})
 
 
 def export_checkpoint(

@@ -85,11 +85,7 @@ def train_segmentation(
         log.info("resuming from %s", ckpt)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt) if ckpt else None)
     if export is not None and cli.trainer.is_global_zero:
-        from sat.postprocess import postprocess_config
-        from sat.training.export import export_model
+        from sat.training.export import export_trained
 
-        dm = cli.datamodule
-        export_model(cli.model.net, export, concepts=dm.concepts, text_encoder=dm.hparams.text_encoder,
-                     extra={"postprocess": postprocess_config(
-                         dm.train_cases, dm.concepts, window=cli.model.net.config.patch_size[2])})
+        export_trained(cli.model.net, export, cli.datamodule)
     return cli
