@@ -38,14 +38,18 @@ def dice_scores(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total)).float()
 
 
+# Config fields that do not shape the weights: fine-tuning may change them (e.g. a larger patch).
+WEIGHT_FREE = frozenset({"patch_size"})
+
+
 def _initialise(net: nn.Module, name_or_dir: str, net_config: dict | None) -> None:
     """Copy the weights of a saved model into ``net`` (ConfigError when the architectures differ)."""
     from sat.api import model_dir
     from sat.model import load_pretrained
 
     source, config = load_pretrained(model_dir(name_or_dir))
-    if net_config is not None and config["model"] != net_config:
-        differ = sorted(k for k in net_config if config["model"].get(k) != net_config[k])
+    differ = sorted(k for k in net_config or {} if k not in WEIGHT_FREE and config["model"].get(k) != net_config[k])
+    if differ:
         raise ConfigError(f"init_from {name_or_dir!r} has another architecture (differs in {differ}); "
                           "use the same model config as the saved model")
     net.load_state_dict({k: v.float() for k, v in source.state_dict().items()}, strict=True)
@@ -65,7 +69,8 @@ class SATSegmentation(L.LightningModule):
         channels_last: train in the channels-last 3D memory layout (several times faster 3D
             convolution backward passes on CPU; the saved weights are the same).
         init_from: a saved model folder or shipped model name (safetensors + config.json) whose
-            weights initialise ``net`` (fine-tuning); the architectures must be identical.
+            weights initialise ``net`` (fine-tuning); the configs must match except in
+            ``WEIGHT_FREE`` fields (``patch_size``: fine-tune with larger windows).
     """
 
     def __init__(

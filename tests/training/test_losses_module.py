@@ -149,3 +149,14 @@ def test_init_from_saved_model_copies_weights_and_checks_architecture(tmp_path):
         assert torch.equal(a.float(), b), k
     with pytest.raises(ConfigError, match="another architecture"):
         SATSegmentation(build_model({**TINY_NET, "query_dim": 16}), init_from=str(source))
+
+
+def test_init_from_allows_a_larger_patch_which_does_not_shape_the_weights(tmp_path):
+    torch.manual_seed(0)
+    source = export_model(build_model(TINY_NET), tmp_path / "m", concepts=list(CONCEPTS), text_encoder="base")
+    patch = [2 * p for p in build_model(TINY_NET).config.patch_size]
+    module = SATSegmentation(build_model({**TINY_NET, "patch_size": patch}), init_from=str(source))
+    assert list(module.net.config.patch_size) == patch
+    saved, _ = load_pretrained(source)
+    for (k, a), b in zip(saved.state_dict().items(), module.net.state_dict().values(), strict=True):
+        assert torch.equal(a.float(), b), k
