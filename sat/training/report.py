@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from sat._defaults import PRESENCE_VETO
+from sat.data.cards import DatasetCard, load_card
 
 __all__ = ["evaluate_model", "grid_ceiling", "main"]
 
@@ -62,7 +63,7 @@ def grid_ceiling(mask: np.ndarray, affine: np.ndarray, spacing: Sequence[float])
 
 def evaluate_model(
     model: str | Path,
-    cards: Sequence[str | Path],
+    cards: Sequence[str | Path | DatasetCard],
     *,
     shared: str | Path | None = None,
     roots: dict[str, str | Path] | None = None,
@@ -83,7 +84,7 @@ def evaluate_model(
 
     Args:
         model: shipped model name or folder (see :func:`sat.load_model`).
-        cards: dataset cards whose cases are evaluated (their ``root`` is under ``shared``).
+        cards: dataset cards (paths or loaded) whose cases are evaluated (their ``root`` is under ``shared``).
         shared: folder the cards' relative roots point into (default: ``../shared``).
         roots: dataset name -> its folder, for cards without a root under ``shared``.
         concepts: restrict to these concept ids.
@@ -91,7 +92,6 @@ def evaluate_model(
         presence_gating, presence_veto, largest_component: passed to :meth:`sat.api.Segmenter.segment`.
     """
     import sat
-    from sat.data.cards import load_card
     from sat.data.cli import default_shared
     from sat.data.converters import find_cases, load_case
 
@@ -100,8 +100,8 @@ def evaluate_model(
     shared = Path(shared) if shared is not None else default_shared()
     roots = roots or {}
     rows = []
-    for card_path in cards:
-        card = load_card(card_path)
+    for card in cards:
+        card = card if isinstance(card, DatasetCard) else load_card(card)
         value_of = {spec.concept: v for v, spec in card.labels.items() if spec.concept and spec.skip is None}
         for source in find_cases(card, card.resolve_root(roots.get(card.name), shared=shared)):
             image, label = load_case(source, modality=card.modality)
@@ -144,11 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="skip the model's connected-component rule (sat.postprocess)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from sat.data.cards import load_card
     from sat.data.cli import parse_roots
 
-    roots = parse_roots(args.root, [load_card(c) for c in args.cards])
-    table = evaluate_model(args.model, args.cards, shared=args.shared, roots=roots, overlap=args.overlap,
+    cards = [load_card(c) for c in args.cards]
+    roots = parse_roots(args.root, cards)
+    table = evaluate_model(args.model, cards, shared=args.shared, roots=roots, overlap=args.overlap,
                            presence_gating=not args.no_presence_gating, presence_veto=args.presence_veto,
                            largest_component=not args.keep_all_components)
     if args.out:
