@@ -289,11 +289,13 @@ class Segmenter:
                  progress: bool = False):
         """Model-space per-prompt logits ``[N, X', Y', Z']`` (union = max) and the preprocessing record."""
         from sat.model import predict
-        from sat.preprocess import ct_scale_of, standardize
+        from sat.preprocess import ct_scale_of, ct_window_of, standardize
 
         texts = list(dict.fromkeys(t for p in plans for t in p.texts))
         queries = self.queries(texts, volume.modality).to(self.device)
-        image, record = standardize(volume, spacing=self.spacing, ct_scale=ct_scale_of(self.config.get("intensity")))
+        intensity = self.config.get("intensity")
+        image, record = standardize(volume, spacing=self.spacing, ct_scale=ct_scale_of(intensity),
+                                    ct_window=ct_window_of(intensity))
         with torch.inference_mode():
             raw = predict(self.model, image[None].to(self.device), queries, overlap=overlap,
                           presence_gating=presence_gating, presence_veto=presence_veto, progress=progress)

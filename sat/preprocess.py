@@ -46,6 +46,9 @@ CT_WINDOW = (-500.0, 1000.0)
 # above that of an unenhanced chest-to-femur scan). The values are the body statistics
 # (voxels above -500 HU) of the training CT, rounded.
 CT_SCALE = (-25.0, 120.0)
+# The abdominal window: the range some public sets are distributed in (BTCV: 8 bits, [-125, 275]
+# HU). A model trained with it clips every CT to it, so full-range scans look like those sets.
+ABDOMEN_WINDOW = (-125.0, 275.0)
 PERCENTILES = (0.5, 99.5)
 _MAX_STAT_VOXELS = 2_000_000
 
@@ -124,11 +127,12 @@ def _foreground_box(array: np.ndarray, modality: str | None, margin: np.ndarray)
 
 
 def normalize_intensity(
-    array: torch.Tensor, modality: str | None, *, ct_scale: tuple[float, float] | None = CT_SCALE
+    array: torch.Tensor, modality: str | None, *, ct_scale: tuple[float, float] | None = CT_SCALE,
+    ct_window: tuple[float, float] = CT_WINDOW,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Clip and scale ``array`` (not in place); returns (normalised float32, stats).
 
-    CT: clip to [-500, 1000] HU, then subtract ``ct_scale[0]`` and divide by ``ct_scale[1]``
+    CT: clip to ``ct_window`` (default [-500, 1000] HU), then subtract ``ct_scale[0]`` and divide by ``ct_scale[1]``
     (fixed, :data:`CT_SCALE`); ``ct_scale=None`` instead z-scores over the scan's own body
     voxels (above -500 HU; all voxels if none), as models trained before the fixed scale
     expect. MR, PET or unknown: clip to the 0.5-99.5 percentiles of the non-zero voxels
@@ -137,12 +141,12 @@ def normalize_intensity(
     """
     flat = array.reshape(-1).numpy()
     if modality == "ct" and ct_scale is not None:
-        (lo, hi), (mean, std) = CT_WINDOW, (float(ct_scale[0]), float(ct_scale[1]))
+        (lo, hi), (mean, std) = ct_window, (float(ct_scale[0]), float(ct_scale[1]))
         if not std > 0:
             raise InputError(f"ct_scale {tuple(ct_scale)} needs a positive scale; give (center HU, scale HU)")
     else:
         if modality == "ct":
-            lo, hi = CT_WINDOW
+            lo, hi = ct_window
             body = _sample(flat)
             body = body[body > lo]
         else:
@@ -168,6 +172,21 @@ def ct_scale_of(intensity: Any) -> tuple[float, float] | None:
     if isinstance(ct, dict):
         return float(ct["mean"]), float(ct["std"])
     return None
+
+
+def ct_window_of(intensity: Any) -> tuple[float, float]:
+    """The CT clip range (HU) of a model's ``intensity`` description (``{"ct": {"clip": [lo, hi]}}``).
+
+    Models that state none were trained with :data:`CT_WINDOW`.
+    """
+    ct = intensity.get("ct") if isinstance(intensity, dict) else None
+    clip = ct.get("clip") if isinstance(ct, dict) else None
+    if clip is None:
+        return CT_WINDOW
+    lo, hi = (float(v) for v in clip)
+    if not lo < hi:
+        raise InputError(f"the model's CT clip range {clip} is empty; fix 'intensity' in its config.json")
+    return lo, hi
 
 
 def _plan(volume: Volume, spacing: tuple[float, float, float], orientation: str, box: list[list[int]]) -> Record:
@@ -231,6 +250,7 @@ def standardize(
     normalize: bool = True,
     margin_mm: float = 10.0,
     ct_scale: tuple[float, float] | None = CT_SCALE,
+    ct_window: tuple[float, float] = CT_WINDOW,
 ) -> tuple[torch.Tensor, Record]:
     """Bring an image into model space.
 
@@ -242,6 +262,8 @@ def standardize(
         normalize: apply :func:`normalize_intensity` for ``volume.modality``.
         ct_scale: CT (center, scale) in HU, or ``None`` for a per-scan z-score
             (see :func:`normalize_intensity`).
+        ct_window: CT clip range in HU (:data:`CT_WINDOW`; models trained on windowed sets use
+            :data:`ABDOMEN_WINDOW`).
 
     Returns:
         ``(tensor [1, X', Y', Z'] float32, Record)``; invert predictions with :func:`invert`.
@@ -266,7 +288,8 @@ def standardize(
     data = _grid.resize_linear(torch.from_numpy(np.ascontiguousarray(data))[None], record.resampled_shape)
     data = torch.from_numpy(_grid.reorient(data.numpy(), np.asarray(record.ornt), channel_first=True))
     if normalize:
-        data, record.intensity = normalize_intensity(data, volume.modality, ct_scale=ct_scale)
+        data, record.intensity = normalize_intensity(data, volume.modality, ct_scale=ct_scale,
+                                                         ct_window=ct_window)
     return data.contiguous(), record
 
 

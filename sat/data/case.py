@@ -37,6 +37,8 @@ class Case:
             structure, trained or not; used by the contrast simulation).
         intensity_std: intensity units (HU for CT) per standardized unit; None if unknown.
         intensity_mean: the intensity (HU for CT) that standardizes to 0; None if unknown.
+        window: (low, high) standardized range the image is clipped to (None: not clipped); set by
+            :meth:`clip_to`, and augmentations that change intensities clip to it again.
     """
 
     dataset: str
@@ -50,6 +52,7 @@ class Case:
     tissues: dict[int, str] = field(default_factory=dict, repr=False)
     intensity_std: float | None = None
     intensity_mean: float | None = None
+    window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.image.shape != self.label.shape or self.image.ndim != 3:
@@ -60,6 +63,18 @@ class Case:
         self.labelled = tuple(dict.fromkeys((*self.labelled, *self.values)))
         if not self.points:
             self.points = _foreground_points(self.label, self.values)
+        self.background = float(self.image.min()) if self.image.size else 0.0
+
+    def clip_to(self, low: float, high: float) -> None:
+        """Clip the image to [low, high] in its own intensity units (HU for CT), as a windowed set is stored.
+
+        Raises:
+            InputError: the case has no intensity mapping (standardized units -> HU).
+        """
+        if self.intensity_std is None or self.intensity_mean is None:
+            raise InputError(f"case {self.dataset}/{self.case} has no intensity mapping; re-run `sat data prepare`")
+        self.window = ((low - self.intensity_mean) / self.intensity_std, (high - self.intensity_mean) / self.intensity_std)
+        self.image = np.clip(self.image, *self.window).astype(self.image.dtype)
         self.background = float(self.image.min()) if self.image.size else 0.0
 
     def mask(self, label: np.ndarray, concept: str) -> np.ndarray:

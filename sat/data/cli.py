@@ -90,8 +90,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     from sat.data.cache import prepare
     from sat.data.cards import load_cards
 
-    if args.spacing <= 0 or args.workers < 1:
-        raise InputError("--spacing must be > 0 mm and --workers >= 1")
+    spacing = tuple(float(v) for v in str(args.spacing).split(",") if v.strip())
+    if len(spacing) not in (1, 3) or min(spacing) <= 0 or args.workers < 1:
+        raise InputError("--spacing must be one or three sizes > 0 mm (e.g. 3 or 2,2,3) and --workers >= 1")
     cards = load_cards(args.cards)
     roots = parse_roots(args.root, cards)
     # a folder of cards means "every dataset whose files can be found": skip cards with no root at all
@@ -103,7 +104,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     cards = [c for c in cards if c.name not in skipped]
     if not cards:
         raise InputError("no dataset to prepare: give card files and --root NAME=DIR for each")
-    report = prepare(cards, args.out, roots=roots, shared=args.shared, spacing=args.spacing,
+    report = prepare(cards, args.out, roots=roots, shared=args.shared, spacing=spacing * (3 // len(spacing)),
                      workers=args.workers, force=args.force, progress=not args.no_progress)
     print(f"prepared {len(report.prepared)}, up to date {len(report.up_to_date)}, failed {len(report.failed)} "
           f"case(s) in {report.seconds:.1f} s -> {Path(args.out) / 'index.csv'} ({len(report.index)} rows)")
@@ -132,7 +133,8 @@ def add_parser(subparsers) -> None:
                       help="dataset folder (repeatable: NAME=DIR per card; a bare DIR for a single card)")
     prep.add_argument("--shared", type=Path, default=default_shared(),
                       help="folder the cards' relative roots are resolved against (default: ../shared)")
-    prep.add_argument("--spacing", type=float, default=3.0, help="isotropic voxel size in mm (default 3.0)")
+    prep.add_argument("--spacing", default="3.0",
+                      help="voxel size in mm: one number (isotropic) or x,y,z in RAS order (default 3.0)")
     prep.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     prep.add_argument("--force", action="store_true", help="re-do cases even when up to date")
     prep.add_argument("--strict", action="store_true", help="exit 1 when any case failed")

@@ -183,6 +183,8 @@ class SATDataModule(L.LightningDataModule):
             p_elastic, p_lumen: see :mod:`sat.data.sampling`.
         zoom, rotate: spatial augmentation ranges (magnification (low, high); radians about x, y,
             z), see :class:`sat.data.augment.Augmentation`.
+        ct_window: clip every CT case to this HU range (e.g. :data:`sat.preprocess.ABDOMEN_WINDOW`,
+            the range of sets stored windowed); recorded in the export, so inference clips alike.
         synonyms: synonyms per concept in the query table (augmentation).
         concept_weights: concept id -> relative sampling weight (patch centres and queries).
         query_cache: optional safetensors file keeping the query table between runs.
@@ -215,6 +217,7 @@ class SATDataModule(L.LightningDataModule):
         p_lumen: float = 0.0,
         zoom: tuple[float, float] = ZOOM,
         rotate: tuple[float, float, float] = ROTATE,
+        ct_window: tuple[float, float] | None = None,
         synonyms: int = 4,
         concept_weights: dict[str, float] | None = None,
         query_cache: str | None = None,
@@ -239,6 +242,10 @@ class SATDataModule(L.LightningDataModule):
               "move_to_val": h.val_cases or (), "exclude": h.exclude or ()}
         self.train_cases = load_cases(h.cache, split="train", **kw)
         self.val_cases = load_cases(h.cache, split="val", **kw)
+        if h.ct_window is not None:
+            for case in (*self.train_cases, *self.val_cases):
+                if case.modality == "ct":
+                    case.clip_to(*h.ct_window)
         if not self.train_cases:
             raise ConfigError(f"no training cases in {h.cache} for datasets={h.datasets} modalities={h.modalities}")
         trained = sorted({c for case in self.train_cases for c in case.values})

@@ -243,6 +243,8 @@ class PatchDataset(Dataset):
             image = self.augment.structures(image, label, int(seeds[2]))
             image = self._contrast(case, image, label, np.random.default_rng(int(seeds[3])))
             image = self._lumen(case, image, label, np.random.default_rng([int(seeds[3]), 1]))
+            if case.window is not None:  # simulated enhancement stays inside the case's window
+                image = np.clip(image, *case.window)
         if self.p_thin > 0 and rng.random() < self.p_thin:
             image, label = _thin(image, label, rng, self.min_thin, case.background)
         if self.augment is not None:  # after thinning: the padding is augmented like the image

@@ -27,16 +27,20 @@ from torch import nn
 from sat.errors import WeightsError
 from sat.preprocess import CT_SCALE, CT_WINDOW
 
-__all__ = ["export_model", "export_trained", "export_checkpoint", "DEFAULT_INTENSITY"]
+__all__ = ["export_model", "export_trained", "export_checkpoint", "DEFAULT_INTENSITY", "intensity_for"]
 
-# How images were standardized for training (sat.preprocess.standardize defaults); inference
-# reads the CT entry back (sat.preprocess.ct_scale_of).
-DEFAULT_INTENSITY: dict[str, Any] = {
-    "ct": {"clip": list(CT_WINDOW), "mean": CT_SCALE[0], "std": CT_SCALE[1],
-           "text": f"clip [{CT_WINDOW[0]:g}, {CT_WINDOW[1]:g}] HU, then (HU - {CT_SCALE[0]:g}) / {CT_SCALE[1]:g}"},
-    "mr": "clip 0.5-99.5 percentiles of non-zero voxels, z-score",
-    "pet": "clip 0.5-99.5 percentiles of non-zero voxels, z-score",
-}
+
+def intensity_for(ct_window: Sequence[float] | None) -> dict[str, Any]:
+    """How images were standardized for training, with the CT clip range used (None: :data:`CT_WINDOW`)."""
+    lo, hi = (float(v) for v in (ct_window or CT_WINDOW))
+    other = "clip 0.5-99.5 percentiles of non-zero voxels, z-score"
+    ct = {"clip": [lo, hi], "mean": CT_SCALE[0], "std": CT_SCALE[1],
+          "text": f"clip [{lo:g}, {hi:g}] HU, then (HU - {CT_SCALE[0]:g}) / {CT_SCALE[1]:g}"}
+    return {"ct": ct, "mr": other, "pet": other}
+
+
+# sat.preprocess.standardize defaults; inference reads the CT entry back (ct_scale_of, ct_window_of).
+DEFAULT_INTENSITY: dict[str, Any] = intensity_for(None)
 
 
 def export_model(
@@ -89,7 +93,8 @@ def export_trained(
 
     rule = postprocess_config(datamodule.train_cases, datamodule.concepts, window=net.config.patch_size[2])
     return export_model(net, directory, concepts=datamodule.concepts, text_encoder=datamodule.hparams.text_encoder,
-                        half=half, extra={**(extra or {}), "postprocess": rule})
+                        intensity=intensity_for(datamodule.hparams.get("ct_window")), half=half,
+                        extra={**(extra or {}), "postprocess": rule})
 
 
 def export_checkpoint(

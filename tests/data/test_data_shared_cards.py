@@ -23,6 +23,15 @@ EXPECTED = {
     "brain_flair_lesion": {"flair": "train"},
     "tumor_rois_brain": {"brain1": "train", "brain2": "train"},
     "tumor_rois_breast": {"breast1": "train"},
+    "spine_crop_tptbox": {"tptbox_spine": "train"},
+    # the multi-subject sets: validation people (`test`) and development people (`val`) fixed in the cards
+    "btcv_abdomen_24": {f"btcv_{i}": ("test" if i in {"03", "13", "20", "27", "29"} else
+                                      "val" if i in {"09", "21"} else "train")
+                        for i in ("00", "01", "02", "03", "04", "06", "08", "09", "11", "12", "13", "14", "15",
+                                  "16", "17", "18", "20", "21", "23", "25", "26", "27", "28", "29")},
+    "chaos_t2_16": {f"chaos_{i}": ("test" if i in {"21", "22", "36", "37"} else "val" if i in {"20", "33"} else "train")
+                    for i in ("01", "02", "03", "08", "10", "15", "19", "20", "21", "22", "32", "33", "36", "37",
+                              "38", "39")},
 }
 
 
@@ -57,3 +66,18 @@ def test_flipped_dicom_label_lands_on_the_organs(shared_data, local_cards):
     assert liver.size > 10000 and 40 < float(np.median(liver)) < 200  # enhanced liver parenchyma, HU
     spine = image.array[(label >= 26) & (label <= 50)]
     assert float(np.median(spine)) > 150  # bone
+
+
+@pytest.mark.realdata
+def test_multi_subject_labels_match_the_shipped_label_names(shared_data, local_cards):
+    for name, folder in (("btcv_abdomen_24", "ct/btcv_abdomen"), ("chaos_t2_16", "mr/chaos_t2")):
+        names = json.loads((shared_data / folder / "labels.json").read_text())
+        assert {v: s.name for v, s in local_cards[name].labels.items()} == {int(k): n for k, n in names.items()}
+
+
+@pytest.mark.realdata
+def test_btcv_is_stored_in_the_abdominal_window(shared_data, local_cards):
+    card = local_cards["btcv_abdomen_24"]
+    case = find_cases(card, card.resolve_root(shared=shared_data.parent))[0]
+    image, _ = load_case(case, modality="ct", known=card.labels)
+    assert image.array.min() >= -126 and image.array.max() <= 276  # why models clip CT to ABDOMEN_WINDOW
