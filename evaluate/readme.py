@@ -11,7 +11,7 @@ START, END = "<!-- results:start (written by run_comparison.py) -->", "<!-- resu
 
 
 def _compact(table: pd.DataFrame, a: str | None) -> pd.DataFrame:
-    keep = [c for c in table.columns if "_ci_" not in c or c.startswith("dice_diff")]
+    keep = [c for c in table.columns if ("_ci_" not in c and not c.endswith("_std")) or c.startswith("dice")]
     return table[keep]
 
 
@@ -40,16 +40,19 @@ def render(tables: dict[str, pd.DataFrame], *, a: str | None, model: str | None)
         parts += ["### Cost", "", to_markdown(tables["cost"]), ""]
         return "\n".join(parts)
     titles = {
+        "people": "Mean over each dataset's target structures, per person, then over people (95 % bootstrap "
+                  "interval over people); `train` rows are training cases",
+        "compare_people": "Validation people: SAT - specialist, mean over the targets, interval over people",
+        "compare_validation": "Validation people, per class: Dice / NSD at 1 mm",
         "compare_held-out": "Held-out case (subject B), per class: Dice / NSD at 1 mm",
-        "compare_by_region": "Held-out case, per body region",
-        "compare_by_kind": "Held-out case, organ vs lesion",
         "compare_train": "Training cases (subject A CT, the MR case): NOT held out, shown for reference",
         "cost": "Parameters and inference time (CPU, same threads; seconds per case incl. loading the image)",
     }
     for key, title in titles.items():
         if key in tables:
             parts += [f"### {title}", "", to_markdown(_compact(tables[key], a)), ""]
-    parts += ["Plots: `results/compare_dice_held-out.png`, `results/compare_dice_train.png`.", ""]
+    parts += ["Plots: `results/compare_dice_validation.png`, `results/compare_dice_held-out.png`, "
+              "`results/compare_dice_train.png`.", ""]
     return "\n".join(parts)
 
 

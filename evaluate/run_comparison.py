@@ -29,7 +29,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from protocol import CASES, PROJECT, SPECIALISTS, card, class_names, shared_root  # noqa: E402
+from protocol import CASES, PROJECT, SPECIALISTS, TARGETS, card, class_names, shared_root  # noqa: E402
 from readme import update_readme  # noqa: E402
 
 log = logging.getLogger("run_comparison")
@@ -134,7 +134,7 @@ def evaluate_method(method: str, preds: dict, data: Path, *, pred_labels=None) -
 
 
 def _specialist_labels(data: Path):
-    return lambda case: class_names(data, SPECIALISTS[case["specialist"]]["task"])
+    return lambda case: class_names(data, SPECIALISTS[case["specialist"]])
 
 
 def cost_table(costs: list[dict], spec_dir: Path) -> pd.DataFrame:
@@ -163,8 +163,14 @@ def write_results(
     frames: dict[str, pd.DataFrame], costs: pd.DataFrame, out: Path, *, a: str | None
 ) -> dict[str, pd.DataFrame]:
     """Every table and plot under ``out``; returns the tables the README shows (``a`` None: specialists only)."""
-    from sat.evaluation.compare import compare, plot_compare
-    from sat.evaluation.report import summary_tables, write_table, write_tables
+    from sat.evaluation.compare import compare, compare_people, plot_compare
+    from sat.evaluation.report import (
+        over_people,
+        per_person,
+        summary_tables,
+        write_table,
+        write_tables,
+    )
 
     shown = {}
     for method, df in frames.items():
@@ -175,20 +181,25 @@ def write_results(
         shown[f"{method}_per_class"], shown[f"{method}_per_split"] = tables["per_class"], tables["per_split"]
     write_table(costs, out / "cost.csv")
     shown["cost"] = costs
+    both = pd.concat(frames.values(), ignore_index=True)
+    shown["people"] = over_people(both, TARGETS)
+    write_table(shown["people"], out / "people_summary.csv")
+    write_table(per_person(both, TARGETS), out / "people_per_person.csv")
     if a is None:
         return shown
-    both = pd.concat(frames.values(), ignore_index=True)
-    for split in ("held-out", "train"):
+    for split in ("validation", "held-out", "train"):
         part = both[both["split"] == split]
+        if set(part.loc[part["method"] == a, "case"]).isdisjoint(part.loc[part["method"] == "specialist", "case"]):
+            continue
         table = compare(part, a=a, b="specialist")
         write_table(table, out / f"compare_{split}.csv")
         plot_compare(table[table["concept"] != "mean"], out / f"compare_dice_{split}.png", a=a, b="specialist",
                      title=f"{a} vs specialist, per-class Dice ({split} cases)")
         shown[f"compare_{split}"] = table
-    held_out = both[both["split"] == "held-out"]
-    for by in ("region", "kind"):
-        shown[f"compare_by_{by}"] = compare(held_out, a=a, b="specialist", by=by)
-        write_table(shown[f"compare_by_{by}"], out / f"compare_by_{by}_held-out.csv")
+    validation = both[both["split"] == "validation"]
+    if (validation["method"] == "specialist").any():
+        shown["compare_people"] = compare_people(validation, a=a, b="specialist", targets=TARGETS)
+        write_table(shown["compare_people"], out / "compare_people_validation.csv")
     return shown
 
 

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             old = json.loads(log_path.read_text())
             runs = old.get("runs", [{k: v for k, v in old.items() if k != "runs"}])
         _, plan, history = train_specialist(
-            cases, names=class_names(data, spec["task"]), minutes=args.minutes, target=spec["spacing"],
+            cases, names=class_names(data, spec), minutes=args.minutes, target=spec["spacing"],
             modality=spec["modality"], checkpoint=args.out / name, lr=args.lr,
             init=args.out / name if args.resume else None,
         )

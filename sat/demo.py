@@ -1,13 +1,14 @@
 """End-to-end demo: ``python -m sat.demo`` (run by ``make demo``).
 
-``--case held-out`` (the default when ``../shared`` is beside the project) reads the real
-upper-abdomen CT DICOM series that the shipped model never trained on (subject B of
-``datasets/totalseg_upper_abdomen_dicom.yaml``), segments eight structures from text and
-prints their volumes and Dice against its reference labels. ``--case phantom`` (the default
-otherwise) generates the seeded phantom of :mod:`sat.data.phantom` and segments a few prompts
-(organs, a left/right pair and two parent concepts that are unions of their parts), scored
-against the phantom's own labels. Both write the image, the segmentation, an overlay PNG and
-``summary.csv`` to ``demo_out/``.
+``--case held-out`` (the default when ``../shared`` is beside the project) segments two real
+people the shipped model never trained on: subject B (the upper-abdomen CT DICOM series of
+``datasets/totalseg_upper_abdomen_dicom.yaml``, full-range HU) and the first validation person
+of ``datasets/btcv_abdomen_24.yaml`` (a contrast CT in the abdominal window), prints the
+volumes and Dice against their reference labels. ``--case phantom`` (the default otherwise)
+generates the seeded phantom of :mod:`sat.data.phantom` and segments a few prompts (organs, a
+left/right pair and two parent concepts that are unions of their parts), scored against the
+phantom's own labels. Each case writes the image, the segmentation, an overlay PNG and
+``summary.csv`` to its folder under ``demo_out/``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from sat.errors import SATError
 PROMPTS = ("liver", "spleen", "left kidney", "right kidney", "kidneys", "aorta", "lumbar vertebrae")
 HELD_OUT_PROMPTS = ("liver", "spleen", "stomach", "aorta", "inferior vena cava", "T11 vertebra", "T12 vertebra",
                     "spinal cord")
-HELD_OUT_CARD = Path(__file__).resolve().parents[1] / "datasets" / "totalseg_upper_abdomen_dicom.yaml"
+DATASETS = Path(__file__).resolve().parents[1] / "datasets"
+HELD_OUT_CARD = DATASETS / "totalseg_upper_abdomen_dicom.yaml"
+VALIDATION_CARD = DATASETS / "btcv_abdomen_24.yaml"
+VALIDATION_PROMPTS = ("spleen", "right kidney", "left kidney", "gallbladder", "liver", "stomach", "aorta", "pancreas")
 
 
 def held_out_available() -> bool:
@@ -49,15 +53,11 @@ def reference_mask(phantom, concept_id: str | None) -> np.ndarray | None:
     return phantom.mask(wanted)
 
 
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice coefficient of two bool masks (nan when both are empty)."""
-    total = int(pred.sum()) + int(ref.sum())
-    return float("nan") if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
-
-
 def _score_and_save(seg, reference, out: Path):
     """The segmentation's volume table plus ``reference_ml`` and ``dice`` (``reference``: concept -> mask or
     None); writes the segmentation, the overlay and ``summary.csv`` to ``out``."""
+    from sat.evaluation.metrics import dice
+
     table = seg.volumes_ml()
     ref_ml, scores = [], []
     for lab in seg.labels.values():
@@ -72,15 +72,17 @@ def _score_and_save(seg, reference, out: Path):
     return table
 
 
-def run_held_out(out: Path, *, model: str, prompts: list[str]):
-    """Segment the held-out real CT (subject B, DICOM); returns the summary table (pandas DataFrame)."""
+def run_held_out(out: Path, *, model: str, prompts: list[str], card_path: Path = HELD_OUT_CARD,
+                 case: str | None = None):
+    """Segment a real case of a card (default: subject B); returns the summary table (pandas DataFrame)."""
     from sat import api, io
     from sat.data.cards import load_card
     from sat.data.cli import default_shared
     from sat.data.converters import find_cases, load_case
 
-    card = load_card(HELD_OUT_CARD)
-    source = next(iter(find_cases(card, card.resolve_root(shared=default_shared()))))
+    card = load_card(card_path)
+    sources = find_cases(card, card.resolve_root(shared=default_shared()))
+    source = next(s for s in sources if case in (None, s.case))
     image, label = load_case(source, modality=card.modality)
     segmenter = api.load_model(model)
     logging.getLogger(__name__).info("model %s on %s/%s %s", segmenter.name, card.name, source.case, image.shape)
@@ -138,24 +140,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sat.demo: error: the held-out CT needs {HELD_OUT_CARD.name} and ../shared/data beside the project; "
               "use --case phantom", file=sys.stderr)
         return 1
+    out = Path(args.output)
     try:
         if held_out:
-            table = run_held_out(Path(args.output), model=model, prompts=list(args.prompt or HELD_OUT_PROMPTS))
+            first = _validation_case()
+            runs = [("subject B: held-out upper-abdomen CT (DICOM, full-range HU), never trained on", out / "subject_b",
+                     lambda o: run_held_out(o, model=model, prompts=list(args.prompt or HELD_OUT_PROMPTS))),
+                    (f"validation person {first} (BTCV contrast CT, abdominal window), never trained on",
+                     out / first, lambda o: run_held_out(o, model=model, card_path=VALIDATION_CARD, case=first,
+                                                         prompts=list(args.prompt or VALIDATION_PROMPTS)))]
         else:
-            table = run(Path(args.output), model=model, prompts=list(args.prompt or PROMPTS), seed=args.seed)
+            runs = [(f"CT phantom (seed {args.seed}, 3 mm)", out,
+                     lambda o: run(o, model=model, prompts=list(args.prompt or PROMPTS), seed=args.seed))]
+        for what, folder, job in runs:
+            _report(what, model, job(folder), folder)
     except SATError as err:
         print(f"sat.demo: error: {err}", file=sys.stderr)
         return 1
-    what = ("held-out real CT (upper-abdomen DICOM series, never trained on)" if held_out
-            else f"CT phantom (seed {args.seed}, 3 mm)")
+    return 0
+
+
+def _validation_case() -> str:
+    from sat.data.cards import load_card
+
+    return next(e.id for e in load_card(VALIDATION_CARD).cases if e.split == "test")
+
+
+def _report(what: str, model: str, table, folder: Path) -> None:
     print(f"SAT demo: model {model}, {what}\n")
     print(table.drop(columns=["name"]).to_string(index=False, na_rep="-"))
     if table["dice"].notna().any():
-        print(f"\nmean Dice vs {'its reference labels' if held_out else 'phantom labels'}: "
-              f"{np.nanmean(table['dice']):.3f}")
-    files = "ct.nii.gz" if held_out else "phantom_ct.nii.gz, phantom_labels.nii.gz"
-    print(f"wrote {args.output}/: {files}, segmentation/, overlay.png, summary.csv")
-    return 0
+        print(f"\nmean Dice vs the reference labels: {np.nanmean(table['dice']):.3f}")
+    print(f"wrote {folder}/: the image, segmentation/, overlay.png, summary.csv\n")
 
 
 if __name__ == "__main__":

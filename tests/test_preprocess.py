@@ -193,3 +193,17 @@ def test_large_ct_is_fast():
     truth = arr > 0
     assert 2 * np.sum(back & truth) / (back.sum() + truth.sum()) > 0.98
     assert elapsed < 10.0, f"standardize + invert took {elapsed:.1f} s"
+
+
+def test_model_ct_window_is_read_from_its_intensity_description_and_applied():
+    from sat.preprocess import ABDOMEN_WINDOW, CT_SCALE, CT_WINDOW, ct_window_of
+
+    assert ct_window_of(None) == CT_WINDOW and ct_window_of({"ct": "z-score"}) == CT_WINDOW
+    assert ct_window_of({"ct": {"clip": [-125, 275], "mean": -25, "std": 120}}) == ABDOMEN_WINDOW
+    with pytest.raises(InputError, match="clip range"):
+        ct_window_of({"ct": {"clip": [300, 200]}})
+    hu = np.array([-1000.0, -125.0, 40.0, 275.0, 1200.0]).reshape(5, 1, 1).repeat(2, 1).repeat(2, 2)
+    ct = io.load((hu, np.diag([3.0, 3.0, 3.0, 1.0])), modality="ct")
+    x, _ = pp.standardize(ct, spacing=3.0, ct_window=ABDOMEN_WINDOW)
+    back = x[0, :, 0, 0].numpy() * CT_SCALE[1] + CT_SCALE[0]
+    assert back == pytest.approx([-125.0, -125.0, 40.0, 275.0, 275.0])  # full-range CT looks like windowed CT

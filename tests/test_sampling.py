@@ -292,3 +292,29 @@ def test_foreground_voxel_lands_anywhere_in_the_patch_not_only_at_its_centre():
     assert (spread >= 0).all() and (spread < [16, 16, 8]).all()
     with pytest.raises(ConfigError, match="foreground_offset"):
         PatchDataset([case], make_table(), patch_size=(16, 16, 8), foreground_offset=0.8)
+
+
+def test_window_clips_cases_and_survives_simulated_enhancement():
+    """A CT case clipped to the abdominal window stays in it after contrast/lumen simulation."""
+    from sat.preprocess import ABDOMEN_WINDOW, CT_SCALE
+
+    case = make_case()
+    case.image = (np.linspace(-1000, 1500, case.image.size).reshape(case.image.shape) - CT_SCALE[0]) / CT_SCALE[1]
+    case.intensity_mean, case.intensity_std = CT_SCALE
+    case.tissues = {1: "liver", 2: "spleen"}
+    case.clip_to(*ABDOMEN_WINDOW)
+    low, high = ((v - CT_SCALE[0]) / CT_SCALE[1] for v in ABDOMEN_WINDOW)
+    assert case.image.min() == pytest.approx(low) and case.image.max() == pytest.approx(high)
+    assert case.background == pytest.approx(low)
+    ds = PatchDataset([case], make_table(), patch_size=(32, 32, 16), p_contrast=1.0, p_lumen=1.0, p_thin=0.0,
+                      p_foreground=1.0)
+    ds.augment.intensity = lambda image, seed: image  # the MONAI intensity jitter may leave the window by design
+    for i in range(6):
+        image = ds[i]["image"].numpy()
+        assert image.min() >= low - 1e-5 and image.max() <= high + 1e-5
+
+
+def test_window_needs_the_intensity_mapping():
+    case = make_case()
+    with pytest.raises(InputError, match="intensity mapping"):
+        case.clip_to(-125.0, 275.0)

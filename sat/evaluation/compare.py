@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from sat.errors import InputError
-from sat.evaluation.report import bootstrap_ci
+from sat.evaluation.report import bootstrap_ci, per_person
 
-__all__ = ["compare", "plot_compare", "read_results"]
+__all__ = ["compare", "compare_people", "plot_compare", "read_results"]
 
 KEYS = ["dataset", "case", "concept"]
 
@@ -92,6 +92,32 @@ def compare(
     for m in metrics:  # interval of the mean over classes (classes resampled)
         mean[f"{m}_diff_ci_low"], mean[f"{m}_diff_ci_high"] = bootstrap_ci(table[f"{m}_diff"].to_numpy())
     return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)[list(table.columns)]
+
+
+def compare_people(results: pd.DataFrame, *, a: str, b: str, targets: dict[str, tuple[str, ...]],
+                   metrics: tuple[str, ...] = ("dice", "nsd")) -> pd.DataFrame:
+    """Per dataset: each person's mean over the targets for ``a`` and ``b``, the mean paired
+    difference (a - b) and its 95 % bootstrap interval over people (people resampled, not classes).
+
+    A target present in the reference that one method did not evaluate scores 0 for it.
+    """
+    people = per_person(results, targets, metrics=metrics).drop(columns=["split"], errors="ignore")
+    paired = people[people["method"] == a].merge(people[people["method"] == b], on=["dataset", "case"],
+                                                 suffixes=(f"_{a}", f"_{b}"))
+    if paired.empty:
+        raise InputError(f"{a!r} and {b!r} share no person with targets; did they use the same references?")
+    rows = []
+    for dataset, group in paired.groupby("dataset", sort=True):
+        row: dict = {"dataset": dataset, "people": len(group)}
+        for m in metrics:
+            if f"{m}_{a}" not in group:
+                continue
+            diff = (group[f"{m}_{a}"] - group[f"{m}_{b}"]).to_numpy()
+            row[f"{m}_{a}"], row[f"{m}_{b}"] = group[f"{m}_{a}"].mean(), group[f"{m}_{b}"].mean()
+            row[f"{m}_diff"] = float(diff.mean())
+            row[f"{m}_diff_ci_low"], row[f"{m}_diff_ci_high"] = bootstrap_ci(diff)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def plot_compare(

@@ -22,7 +22,8 @@ import pandas as pd
 
 from sat._atomic import atomic_write_bytes
 
-__all__ = ["GROUPINGS", "aggregate", "bootstrap_ci", "summary_tables", "to_markdown", "write_table", "write_tables"]
+__all__ = ["GROUPINGS", "aggregate", "bootstrap_ci", "over_people", "per_person", "summary_tables", "to_markdown",
+           "write_table", "write_tables"]
 
 GROUPINGS: dict[str, list[str]] = {
     "per_class": ["method", "dataset", "concept"],
@@ -66,6 +67,38 @@ def aggregate(
             row[f"{m}_ci_low"], row[f"{m}_ci_high"] = low, high
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def per_person(df: pd.DataFrame, targets: Mapping[str, Sequence[str]], *,
+               metrics: Sequence[str] = ("dice", "nsd")) -> pd.DataFrame:
+    """One row per (method, dataset, case): the mean of each metric over the dataset's ``targets``.
+
+    Only target structures present in the reference count (``gt_voxels > 0`` where that column
+    exists); ``n_targets`` says how many. Datasets without targets are left out.
+
+    Example:
+        >>> df = pd.DataFrame({"method": "SAT", "dataset": "ct", "case": ["p1", "p1", "p2"],
+        ...                    "concept": ["liver", "spleen", "liver"], "dice": [0.9, 0.7, 0.6]})
+        >>> per_person(df, {"ct": ["liver", "spleen"]})["dice"].round(2).tolist()
+        [0.8, 0.6]
+    """
+    rows = df[df["dataset"].isin(list(targets))]
+    rows = rows[[c in targets[d] for d, c in zip(rows["dataset"], rows["concept"], strict=True)]]
+    if "gt_voxels" in rows.columns:
+        rows = rows[rows["gt_voxels"] > 0]
+    metrics = [m for m in metrics if m in rows.columns]
+    keys = [k for k in ("method", "split", "dataset", "case") if k in rows.columns]
+    out = rows.groupby(keys, sort=True)[metrics].mean().reset_index()
+    return out.merge(rows.groupby(keys).size().rename("n_targets").reset_index(), on=keys)
+
+
+def over_people(df: pd.DataFrame, targets: Mapping[str, Sequence[str]], *,
+                metrics: Sequence[str] = ("dice", "nsd")) -> pd.DataFrame:
+    """Per (method, split, dataset): mean over people of :func:`per_person`, with its bootstrap interval
+    over people (each person's mean over the targets is one sample; classes are never resampled)."""
+    people = per_person(df, targets, metrics=metrics)
+    by = [k for k in ("method", "split", "dataset") if k in people.columns]
+    return aggregate(people, by, metrics=metrics).rename(columns={"n": "people"})
 
 
 def summary_tables(df: pd.DataFrame, *, metrics: Sequence[str] = ("dice", "nsd", "hd95")) -> dict[str, pd.DataFrame]:
