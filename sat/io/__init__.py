@@ -146,7 +146,7 @@ def _to_label_array(array: np.ndarray, name: str) -> np.ndarray:
 
 def _read(src: Any, *, label: bool) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Return (array as stored, affine, meta) for any supported source."""
-    from sat import _readers
+    from sat.io import _readers
 
     if isinstance(src, Volume):
         return src.array, src.affine, {**src.meta, "modality": src.modality}
