@@ -89,15 +89,16 @@ def check_coverage(record, patch_size: Sequence[int], *, name: str = "image") ->
 
     - **error** when the model grid has fewer than :data:`MIN_MODEL_VOXELS` (2) voxels along an
       axis, i.e. the input spans less than 1.5 model voxels (under 4.5 mm at 3 mm): the model sees
-      a single plane, a 2D image, which it was never trained on. Measured with the shipped
-      ``sat-tiny`` (3 mm) on 1 mm re-slicings of the abdominal CT example: 2-4 slices (one model
-      voxel) give liver Dice 0.39-0.41 and spleen 0.00, 5-6 slices (two voxels) 0.81/0.86, 12 mm
-      and more 0.93 or better, the whole volume 0.96/0.97.
+      a single plane, a 2D image, not a volume. Measured
+      (``benchmarks/thin_inputs.py``) with the shipped ``sat-tiny`` (3 mm grid, 32-voxel window
+      depth) on slabs of a 1 mm re-slicing of the abdominal CT example: 2-4 slices (one model
+      voxel) give liver Dice 0.39-0.41 and spleen 0.00; 5-6 slices (two voxels) 0.81 and
+      0.86-0.88; the whole volume 0.955 and 0.96.
     - **warning** (returned, for the caller to log and record) when it has fewer voxels than
       :data:`THIN_WINDOW_FRACTION` (a quarter) of the window along that axis: over three quarters
       of every window is then padding, the anatomical context the model learnt from is missing
-      and accuracy drops (same measurement, liver: 0.81-0.93 below a quarter of the 32-voxel
-      depth, 0.94-0.96 from a quarter up; 0.78 for a 20 mm slab of a BTCV case, 0.84 at 95 mm).
+      and accuracy drops (same measurement, liver: 0.81-0.93 from 2 to 6 voxels, below a quarter
+      of the window; 0.94-0.955 from 8 voxels up).
 
     Args:
         record: the :class:`sat.preprocess.Record` of the input (from ``standardize`` or ``plan``).
