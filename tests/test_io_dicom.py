@@ -142,3 +142,17 @@ def test_real_series_are_read_exactly_as_before(shared_data, series):
     assert np.array_equal(vol.array, plain.astype(np.float32))
     np.testing.assert_allclose(vol.affine, affine, atol=1e-6)
     assert vol.meta["geometry"]["resampled"] is False and vol.meta["geometry"]["tilt_degrees"] == 0
+
+
+def test_oblique_regular_series_is_read_as_simpleitk_reads_it(tmp_path):
+    a, b = np.radians(30.0), np.radians(-20.0)
+    row = np.array([np.cos(a), np.sin(a), 0.0])
+    col = np.array([-np.sin(a) * np.cos(b), np.cos(a) * np.cos(b), np.sin(b)])
+    normal = np.cross(row, col)
+    origins = [np.array([10.0, -5.0, 3.0]) + 3.0 * k * normal for k in range(6)][::-1]  # files in reverse order
+    write_series(tmp_path / "oblique", origins, _ramp, orientation=(*row, *col), pixel=(0.7, 0.9), shape=(9, 7))
+    vol = io.load(tmp_path / "oblique", modality="mr")
+    plain, affine = sitk_to_numpy(_read_plain(tmp_path / "oblique"))
+    assert not vol.meta["geometry"]["resampled"] and vol.spacing == pytest.approx((0.7, 0.9, 3.0), abs=1e-5)
+    np.testing.assert_array_equal(vol.array, plain)
+    np.testing.assert_allclose(vol.affine, affine, atol=1e-4)
