@@ -255,7 +255,12 @@ class Segmenter:
 
         Returns:
             :class:`Segmentation` on the input grid (bool masks, labelmap 1..N in prompt order,
-            overlaps given to the most probable prompt).
+            overlaps given to the most probable prompt); ``meta["warnings"]`` lists what limits
+            the result (an input thinner than the model's window, a resampled DICOM series).
+
+        Raises:
+            InputError: bad arguments or image, or an image the model would see as a single plane
+                (fewer than 2 model voxels along an axis: give more slices).
         """
         from sat import io
         from sat.model.network import veto_logit
@@ -267,6 +272,7 @@ class Segmenter:
         veto_logit(presence_veto)  # a bad threshold fails before any work
         plans = self.plan(prompts)
         volume = io.load(image, modality=modality)
+        warnings = self._input_warnings(volume)
         logits, record = self._predict(volume, plans, overlap=overlap, presence_gating=presence_gating,
                                        presence_veto=float(presence_veto), progress=progress)
         rule = self.config.get("postprocess") if largest_component else None
@@ -281,9 +287,22 @@ class Segmenter:
         meta = {"model": self.name, "threshold": float(threshold), "overlap": float(overlap),
                 "presence_gating": bool(presence_gating), "presence_veto": float(presence_veto),
                 "largest_component": [p.prompt for p, keep in zip(plans, largest, strict=True) if keep],
-                "model_spacing": list(self.spacing)}
+                "model_spacing": list(self.spacing), "warnings": warnings}
         return Segmentation._from_crops(crops, volume.shape, volume.affine, labelmap, labels=labels,
                                         image=volume.array, modality=volume.modality, meta=meta)
+
+    def _input_warnings(self, volume) -> list[str]:
+        """What the result's reader should know about the input: the reader's geometry corrections
+        (e.g. a resampled tilted DICOM series) and thin axes (:func:`sat.model.inference.check_coverage`,
+        which raises for an input the model would see as a plane). Thin axes are logged here."""
+        from sat.model.inference import check_coverage
+        from sat.preprocess import plan as plan_grid
+
+        name = str(volume.meta.get("source", "image"))
+        thin = check_coverage(plan_grid(volume, spacing=self.spacing), self.model.config.patch_size, name=name)
+        for note in thin:
+            log.warning("%s: %s", name, note)
+        return [*(volume.meta.get("geometry") or {}).get("notes", []), *thin]
 
     def _predict(self, volume, plans: list[_Plan], *, overlap: float, presence_gating: bool, presence_veto: float,
                  progress: bool = False):

@@ -244,7 +244,8 @@ class Segmentation:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``labelmap.nii.gz``, one ``<prompt>.nii.gz`` mask per prompt and ``labels.json``.
 
-        Every file has the input's shape and affine. The files are written to a hidden
+        Every file has the input's shape and affine (sform and qform alike; a sheared affine is
+        written as sform only, see :func:`sat.io.save`). The files are written to a hidden
         folder beside ``directory`` and moved into place only when all are complete
         (labels.json last), so an interrupted save never leaves a partial file.
 
@@ -255,6 +256,7 @@ class Segmentation:
             InputError: ``directory`` exists and is not a folder.
         """
         from sat.io import save as save_nifti
+        from sat.io import write_nifti
 
         out = Path(directory).expanduser()
         if out.exists() and not out.is_dir():
@@ -264,9 +266,9 @@ class Segmentation:
         os.chmod(stage, default_mode(directory=True))  # mkdtemp gives 0700; the folder may become ``out``
         try:
             files = self._file_names()
-            save_nifti(self.labelmap, stage / LABELMAP_NAME, affine=self.affine)
+            save_nifti(self.labelmap, stage / LABELMAP_NAME, affine=self.affine)  # checks the affine once
             with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:  # gzip releases the GIL
-                done = [pool.submit(lambda p, n: save_nifti(self[p].view(np.uint8), stage / n, affine=self.affine),
+                done = [pool.submit(lambda p, n: write_nifti(self[p].view(np.uint8), stage / n, self.affine),
                                     prompt, name) for prompt, name in files.items()]
                 for future in done:
                     future.result()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -288,3 +291,55 @@ def test_segmenter_applies_the_models_component_rule_unless_told_not_to(model_di
     np.testing.assert_array_equal(np.asarray(kept["spleen"]), np.asarray(every["spleen"]))
     segmenter.config["postprocess"]["largest_component"]["liver"] = 10_000  # deeper than this input
     assert segmenter.segment(phantom.image, ["liver"]).meta["largest_component"] == []
+
+
+# -- inputs thinner than the model needs ----------------------------------------------------------
+def _slab(phantom, box):
+    """A sub-volume of the phantom with its own (shifted) affine."""
+    start = np.array([b.indices(n)[0] for b, n in zip(box, phantom.image.shape, strict=True)], dtype=float)
+    affine = phantom.image.affine.copy()
+    affine[:3, 3] = phantom.image.affine[:3, :3] @ start + phantom.image.affine[:3, 3]
+    return io.Volume(phantom.image.array[box].copy(), affine, modality="ct")
+
+
+def test_thin_slab_is_segmented_with_a_warning_in_the_log_and_the_meta(segmenter, phantom, caplog, tmp_path):
+    whole = segmenter.segment(phantom.image, "liver")
+    assert whole.meta["warnings"] == []
+    middle = phantom.image.shape[2] // 2
+    slab = _slab(phantom, (slice(None), slice(None), slice(middle, middle + 4)))  # 24 mm: 2 model voxels of 12
+    with caplog.at_level("WARNING", logger="sat.api"):
+        seg = segmenter.segment(slab, "liver")
+    assert seg.shape == slab.shape
+    [note] = seg.meta["warnings"]
+    assert "24.0 mm along its superior-inferior axis" in note and "under a quarter of its 32-voxel window" in note
+    assert note in caplog.text
+    labels = json.loads((seg.save(tmp_path / "out") / "labels.json").read_text())
+    assert labels["warnings"] == [note]
+
+
+@pytest.mark.parametrize(("box", "axis", "need"), [
+    ((slice(None), slice(None), slice(20, 22)), "superior-inferior", "give at least 3 slices (18.0 mm)"),
+    ((slice(30, 32), slice(None), slice(None)), "left-right", "give at least 3 slices (18.0 mm)"),
+])
+def test_a_slab_the_model_would_see_as_a_plane_is_refused(segmenter, phantom, box, axis, need):
+    with pytest.raises(InputError, match=rf"12\.0 mm along its {axis} axis.*single plane; {re.escape(need)}") as err:
+        segmenter.segment(_slab(phantom, box), "liver")
+    assert "\n" not in str(err.value)
+    for image in [(np.zeros((40, 40)), np.eye(4)), (np.zeros((40, 40, 1)), np.eye(4))]:  # 2D: refused on load
+        with pytest.raises(InputError, match="2D image"):
+            segmenter.segment(image, "liver")
+
+
+def test_tilted_dicom_series_is_segmented_on_its_corrected_grid(segmenter, tmp_path):
+    from dicomfixtures import sphere, tilted, write_series
+
+    iop = tilted(20.0)
+    table = np.array([0.0, 0.0, 6.0 / np.cos(np.radians(20.0))])
+    origins = [np.array([-60.0, -50.0, -40.0]) + k * table for k in range(16)]
+    write_series(tmp_path / "dcm", origins, lambda w: sphere(w.mean((0, 1)), 30.0, (3.0, 3.0, 6.0), iop)(w) - 1000,
+                 orientation=iop, pixel=(3.0, 3.0), shape=(40, 40))
+    seg = segmenter.segment(tmp_path / "dcm", "liver")
+    volume = io.load(tmp_path / "dcm")
+    assert seg.shape == volume.shape and np.allclose(seg.affine, volume.affine)
+    assert not io.is_sheared(seg.affine)
+    assert "gantry tilt 20.0 degrees" in seg.meta["warnings"][0]

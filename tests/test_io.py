@@ -208,3 +208,45 @@ def test_load_label_keeps_integers(tmp_path):
     with pytest.raises(InputError, match="non-integer"):
         io.load_label((lab + 0.5, np.eye(4)))
     assert io.load_label((lab > 0, np.eye(4))).array.dtype == np.uint8
+
+
+SHEARED = np.array([[-0.8, 0, 0, 10.0], [0, 0.8, 0.73, -20.0], [0, 0, 2.0, 30.0], [0, 0, 0, 1]])  # 20 deg tilt
+OBLIQUE = np.array([[0.0, -0.9, 0, 5.0], [0.42, 0, 1.6, 1.0], [-0.56, 0, 1.2, 2.0], [0, 0, 0, 1]])  # rotated 53 deg
+
+
+def _sitk_ras_affine(path: Path) -> np.ndarray:
+    from sat.io._readers import sitk_to_numpy
+
+    return sitk_to_numpy(sitk.ReadImage(str(path)))[1]
+
+
+def test_saved_headers_agree_or_leave_the_qform_unset(tmp_path, caplog):
+    assert io.is_sheared(SHEARED) and not io.is_sheared(OBLIQUE) and not io.is_sheared(AFFINE)
+    oblique = io.save(_ct(), tmp_path / "oblique.nii.gz", affine=OBLIQUE)
+    header = nib.load(str(oblique)).header
+    assert int(header["qform_code"]) == 1 and int(header["sform_code"]) == 1
+    np.testing.assert_allclose(header.get_qform(), header.get_sform(), atol=1e-4)
+    np.testing.assert_allclose(_sitk_ras_affine(oblique), OBLIQUE, atol=1e-4)  # ITK reads the same geometry
+    with caplog.at_level("WARNING", logger="sat.io"):
+        sheared = io.save(_ct(), tmp_path / "sheared.nii.gz", affine=SHEARED)
+    img = nib.load(str(sheared))
+    assert int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) == 1  # no second geometry
+    np.testing.assert_allclose(img.affine, SHEARED, atol=1e-5)
+    assert "sheared" in caplog.text and "qform_code 0" in caplog.text
+    with pytest.raises(RuntimeError, match="orthonormal"):  # ITK refuses it rather than misplacing it
+        sitk.ReadImage(str(sheared))
+
+
+def test_headers_without_orientation_or_with_two_geometries_warn(tmp_path, caplog):
+    nib.save(nib.Nifti1Image(_ct(), None), str(tmp_path / "bare.nii.gz"))
+    two = nib.Nifti1Image(_ct(), SHEARED)
+    two.header.set_qform(SHEARED, code=1)  # what most writers do: a shear-stripped qform beside the sform
+    nib.save(two, str(tmp_path / "two.nii.gz"))
+    with caplog.at_level("WARNING", logger="sat.io"):
+        io.load(tmp_path / "bare.nii.gz")
+        io.load(tmp_path / "two.nii.gz")
+        io.load(io.save(_ct(), tmp_path / "ours.nii.gz", affine=OBLIQUE))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "bare.nii.gz: the header holds no orientation" in lines[0]
+    assert "two.nii.gz: the qform and sform" in lines[1] and "mm apart" in lines[1]

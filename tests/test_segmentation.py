@@ -100,16 +100,16 @@ def test_save_to_a_file_fails(seg, tmp_path):
 
 
 def test_interrupted_save_leaves_no_partial_output(seg, tmp_path, monkeypatch):
-    real_save = sat.io.save
+    real_write = sat.io.write_nifti
     calls = []
 
-    def failing_save(*args, **kwargs):
+    def failing_write(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 2:  # the label map is written, the first mask fails
             raise OSError("disk full")
-        return real_save(*args, **kwargs)
+        return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(sat.io, "save", failing_save)
+    monkeypatch.setattr(sat.io, "write_nifti", failing_write)
     with pytest.raises(OSError, match="disk full"):
         seg.save(tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
@@ -164,3 +164,17 @@ def test_saved_outputs_get_the_umask_permissions(seg, tmp_path):
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     for path in [*out.iterdir(), tmp_path / "perm.png"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+
+
+def test_save_with_a_sheared_affine_writes_one_geometry(tmp_path, caplog):
+    sheared = AFFINE.copy()
+    sheared[1, 2] = 1.1  # slices shifted in-plane: a gantry tilt kept as shear
+    mask = np.zeros((10, 8, 6), bool)
+    mask[2:5, 2:5, 1:3] = True
+    with caplog.at_level("WARNING", logger="sat"):
+        out = Segmentation({"liver": mask, "spleen": ~mask}, sheared).save(tmp_path / "out")
+    assert sum("sheared" in r.getMessage() for r in caplog.records) == 1  # once, not once per file
+    for name in ("labelmap.nii.gz", "liver.nii.gz", "spleen.nii.gz"):
+        img = nib.load(str(out / name))
+        assert int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) == 1
+        np.testing.assert_allclose(img.affine, sheared, atol=1e-5)

@@ -41,15 +41,25 @@ def test_grid_ceiling_thick_and_thin_structures():
 @pytest.mark.realdata
 def test_report_on_a_real_case(tmp_path, shared_data, capsys):
     model = export_model(build_model({**TINY_NET, "text_dim": 384}), tmp_path / "m",
-                         concepts=["liver", "heart"], text_encoder="base")
-    table = evaluate_model(model, [CARDS / "dcmqi_3slice.yaml"], shared=shared_data.parent)
-    assert sorted(table["concept"]) == ["heart", "liver"]
-    assert table["in_reference"].all(), "the 3-slice case holds both structures"
+                         concepts=["vertebrae_l3", "vertebrae_l4"], text_encoder="base")
+    table = evaluate_model(model, [CARDS / "spine_crop_tptbox.yaml"], shared=shared_data.parent)
+    assert sorted(table["concept"]) == ["vertebrae_l3", "vertebrae_l4"]
+    assert table["in_reference"].all(), "the spine crop holds both vertebrae"
     assert table["dice"].between(0, 1).all() and (table["reference_voxels"] > 0).all()
     assert table["grid_ceiling"].between(0, 1).all()
-    assert main([str(CARDS / "dcmqi_3slice.yaml"), "--model", str(model), "--shared", str(shared_data.parent),
+    assert main([str(CARDS / "spine_crop_tptbox.yaml"), "--model", str(model), "--shared", str(shared_data.parent),
                  "--out", str(tmp_path / "r.csv"), "--overlap", "0.5"]) == 0
-    assert "dcmqi_3slice/subject_c" in capsys.readouterr().out and (tmp_path / "r.csv").is_file()
+    assert "spine_crop_tptbox/tptbox_spine" in capsys.readouterr().out and (tmp_path / "r.csv").is_file()
+
+
+@pytest.mark.realdata
+def test_report_refuses_a_case_the_model_would_see_as_a_plane(tmp_path, shared_data):
+    from sat.errors import InputError
+
+    model = export_model(build_model({**TINY_NET, "text_dim": 384}), tmp_path / "m",
+                         concepts=["liver"], text_encoder="base")
+    with pytest.raises(InputError, match="3 slices of 1.00 mm.*give at least 5 slices"):  # 3 mm at a 3 mm grid
+        evaluate_model(model, [CARDS / "dcmqi_3slice.yaml"], shared=shared_data.parent)
 
 
 def test_report_reads_a_dataset_outside_shared_with_root(tmp_path, capsys):

@@ -1,4 +1,6 @@
-"""File readers behind :mod:`sat.io`: nibabel (NIfTI, MGZ) and SimpleITK (NRRD, DICOM).
+"""File readers behind :mod:`sat.io`: nibabel (NIfTI, MGZ) and SimpleITK (NRRD, MetaImage).
+
+DICOM series are read by :mod:`sat.io._dicom`.
 
 Each returns ``(array [X, Y, Z, ...] as stored, affine 4x4 RAS+, meta dict)``.
 SimpleITK works in LPS world coordinates with arrays ordered ``[Z, Y, X]``; both
@@ -7,6 +9,7 @@ are converted here so that ``affine @ [i, j, k, 1]`` is the RAS+ position in mm.
 
 from __future__ import annotations
 
+import logging
 import zlib
 from pathlib import Path
 from typing import Any
@@ -15,12 +18,13 @@ import numpy as np
 
 from sat.errors import InputError
 
+log = logging.getLogger(__name__)
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-DICOM_MODALITY = {"CT": "ct", "MR": "mr", "PT": "pet"}
 _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, RuntimeError)
 
 
-def _corrupt(path: Path, err: BaseException) -> InputError:
+def corrupt(path: Path, err: BaseException) -> InputError:
     reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
     return InputError(f"{path}: file is truncated or corrupt ({reason}); re-export or re-copy it")
 
@@ -44,14 +48,40 @@ def read_nibabel(path: Path, *, label: bool) -> tuple[np.ndarray, np.ndarray, di
         img = nib.load(str(path))
         array, affine, meta = from_nibabel(img, str(path), label=label)
     except nib.filebasedimages.ImageFileError as err:
-        raise _corrupt(path, err) from err
+        raise corrupt(path, err) from err
     except _READ_ERRORS as err:
-        raise _corrupt(path, err) from err
+        raise corrupt(path, err) from err
     meta["format"] = "mgz" if path.suffix.lower() in (".mgz", ".mgh") else "nifti"
+    if meta["format"] == "nifti":
+        _check_forms(img.header, img.shape[:3], path)
     return array, affine, meta
 
 
-def _sitk_to_numpy(image: Any) -> tuple[np.ndarray, np.ndarray]:
+def _check_forms(header: Any, shape: tuple[int, ...], path: Path) -> None:
+    """Warn when a NIfTI header gives no orientation, or a qform and an sform that place it apart.
+
+    nibabel (and so SAT) uses the sform when its code is set, else the qform; other tools
+    (ITK-based ones) may use the qform, so two forms that disagree by more than a tenth of a
+    voxel mean the image sits elsewhere for them.
+    """
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    if not qcode and not scode:
+        log.warning("%s: the header holds no orientation (qform_code and sform_code are 0): read with voxel "
+                    "sizes and no rotation, so left and right may be swapped; fix the header if you can", path)
+        return
+    if not qcode or not scode:
+        return
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)]).T
+    apart = float(np.linalg.norm((qform - sform) @ corners, axis=0).max())
+    voxel = float(np.linalg.norm(sform[:3, :3], axis=0).min())
+    if apart > 0.1 * voxel:
+        log.warning("%s: the qform and sform of the header place the image up to %.1f mm apart; SAT uses the "
+                    "sform (as nibabel and FSL), tools that read the qform see another geometry", path, apart)
+
+
+def sitk_to_numpy(image: Any) -> tuple[np.ndarray, np.ndarray]:
     """SimpleITK image -> (array [X, Y, Z, (C)], RAS affine)."""
     import SimpleITK as sitk  # noqa: N813
 
@@ -77,62 +107,7 @@ def read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        raise _corrupt(path, err) from err
-    array, affine = _sitk_to_numpy(image)
+        raise corrupt(path, err) from err
+    array, affine = sitk_to_numpy(image)
     meta = {"source": str(path), "format": path.suffix.lower().lstrip("."), "dtype": str(array.dtype)}
-    return array, affine, meta
-
-
-def _series_summary(reader: Any, folder: Path, uid: str) -> str:
-    import SimpleITK as sitk  # noqa: N813
-
-    files = reader.GetGDCMSeriesFileNames(str(folder), uid)
-    info = sitk.ImageFileReader()
-    info.SetFileName(files[0])
-    desc = ""
-    try:
-        info.ReadImageInformation()
-        desc = info.GetMetaData("0008|103e").strip() if info.HasMetaDataKey("0008|103e") else ""
-    except RuntimeError:
-        pass
-    return f"{uid or '(no uid)'} [{desc or 'no description'}, {len(files)} files]"
-
-
-def read_dicom_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read the single DICOM series of a folder; several series raise InputError listing them."""
-    import SimpleITK as sitk  # noqa: N813
-
-    reader = sitk.ImageSeriesReader()
-    uids = list(reader.GetGDCMSeriesIDs(str(folder)))
-    if not uids:
-        raise InputError(f"{folder}: no DICOM series found in this folder; pass a folder of DICOM slices or a file")
-    if len(uids) > 1:
-        listing = "; ".join(_series_summary(reader, folder, uid) for uid in uids)
-        raise InputError(
-            f"{folder}: holds {len(uids)} DICOM series ({listing}); move the wanted series into its own folder"
-        )
-    files = reader.GetGDCMSeriesFileNames(str(folder), uids[0])
-    reader.SetFileNames(files)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    try:
-        image = reader.Execute()
-    except RuntimeError as err:
-        raise _corrupt(folder, err) from err
-    array, affine = _sitk_to_numpy(image)
-
-    def tag(key: str) -> str:
-        return reader.GetMetaData(0, key).strip() if reader.HasMetaDataKey(0, key) else ""
-
-    meta: dict[str, Any] = {
-        "source": str(folder),
-        "format": "dicom",
-        "dtype": str(array.dtype),
-        "series_uid": uids[0],
-        "series_description": tag("0008|103e"),
-        "n_files": len(files),
-    }
-    modality = DICOM_MODALITY.get(tag("0008|0060").upper())
-    if modality is not None:
-        meta["modality"] = modality
-        meta["modality_source"] = "dicom"
     return array, affine, meta

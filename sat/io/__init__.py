@@ -146,7 +146,7 @@ def _to_label_array(array: np.ndarray, name: str) -> np.ndarray:
 
 def _read(src: Any, *, label: bool) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Return (array as stored, affine, meta) for any supported source."""
-    from sat import _readers
+    from sat.io import _dicom, _readers
 
     if isinstance(src, Volume):
         return src.array, src.affine, {**src.meta, "modality": src.modality}
@@ -163,7 +163,7 @@ def _read(src: Any, *, label: bool) -> tuple[np.ndarray, np.ndarray, dict[str, A
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path")
     if path.is_dir():
-        return _readers.read_dicom_folder(path)
+        return _dicom.read_dicom_folder(path, label=label)
     suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith(".gz") else path.suffix.lower()
     if suffix in NIBABEL_SUFFIXES:
         return _readers.read_nibabel(path, label=label)
@@ -252,8 +252,12 @@ def save(volume_or_array: Volume | np.ndarray, path: str | os.PathLike, *, affin
 
     The data go to a temporary file in the same folder, renamed onto ``path`` only when
     complete: an interrupted write never leaves a partial file under the final name.
-    The affine is stored in both sform and qform (code 1, scanner); NIfTI-1 keeps it in
-    float32. bool -> uint8, int64 -> the smallest integer type that holds the values.
+    The affine is stored in both sform and qform (code 1, scanner), which then agree; NIfTI-1
+    keeps it in float32. A sheared affine (:func:`is_sheared`) cannot be held by the qform (a
+    rotation and voxel sizes): only the sform is written, with qform_code 0 and a WARNING, so
+    no reader sees another geometry (nibabel and FSL read the sform; ITK-based tools refuse the
+    file instead of misplacing it). bool -> uint8, int64 -> the smallest integer type that holds
+    the values.
 
     Args:
         volume_or_array: a :class:`Volume`, or an ndarray together with ``affine``.
@@ -271,8 +275,6 @@ def save(volume_or_array: Volume | np.ndarray, path: str | os.PathLike, *, affin
         >>> out.name
         'x.nii.gz'
     """
-    import nibabel as nib
-
     path = Path(path)
     if not path.name.lower().endswith(NIFTI_SUFFIXES):
         raise UnsupportedFormatError(f"{path}: SAT writes NIfTI only; name the output *.nii.gz or *.nii")
@@ -284,13 +286,46 @@ def save(volume_or_array: Volume | np.ndarray, path: str | os.PathLike, *, affin
             raise InputError("save(array, path) needs affine=...: SAT never writes an identity affine")
         array = np.asarray(volume_or_array)
     array, affine = _check_geometry(np.asarray(array), affine, str(path))
+    if is_sheared(affine):
+        log.warning(SHEAR_WARNING, path)
+    write_nifti(array, path, affine)
+    return path
+
+
+SHEAR_WARNING = ("%s: the affine is sheared (e.g. a gantry-tilted scan), which a NIfTI qform cannot hold: "
+                 "written as sform only (qform_code 0); nibabel and FSL read it, ITK-based tools refuse it")
+
+
+def is_sheared(affine: np.ndarray) -> bool:
+    """True when the affine's 3x3 part is not a rotation (or reflection) times voxel sizes.
+
+    Example:
+        >>> is_sheared(np.diag([1.0, 2.0, 3.0, 1.0])), is_sheared(np.array([[1.0, 0, 0.5, 0], [0, 1, 0, 0],
+        ...                                                                  [0, 0, 1, 0], [0, 0, 0, 1]]))
+        (False, True)
+    """
+    import nibabel as nib
+
+    try:
+        nib.Nifti1Header().set_qform(np.asarray(affine, dtype=np.float64), strip_shears=False)
+    except nib.spatialimages.HeaderDataError:
+        return True
+    return False
+
+
+def write_nifti(array: np.ndarray, path: Path, affine: np.ndarray) -> None:
+    """Write ``array`` atomically with sform == qform, or sform only when ``affine`` is sheared (no checks)."""
+    import nibabel as nib
+
     img = nib.Nifti1Image(_nifti_dtype(array), affine)
     img.header.set_sform(affine, code=1)
-    img.header.set_qform(affine, code=1)
+    if is_sheared(affine):
+        img.header.set_qform(None, code=0)
+    else:
+        img.header.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm")
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
     atomic_write(path, lambda tmp: nib.save(img, tmp), suffix=f".part{suffix}")
-    return path
 
 
 def with_array(volume: Volume, array: np.ndarray) -> Volume:
