@@ -20,7 +20,7 @@ def _load(name: str) -> dict:
     return yaml.safe_load((TRAIN / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["tiny-cpu.yaml", "nano.yaml", "pro.yaml"])
+@pytest.mark.parametrize("name", ["tiny-cpu.yaml", "small-cpu.yaml", "nano.yaml", "pro.yaml"])
 def test_recipe_sections_use_known_arguments(name):
     recipe = _load(name)
     data_args = set(inspect.signature(SATDataModule.__init__).parameters)
@@ -50,7 +50,7 @@ def test_tiny_cpu_recipe_runs_on_cpu_and_exports_the_shipped_model():
     recipe = _load("tiny-cpu.yaml")
     assert recipe["trainer"]["accelerator"] == "cpu"
     exports = [c for c in recipe["trainer"]["callbacks"] if c["class_path"].endswith("ExportOnEnd")]
-    assert exports[0]["init_args"]["directory"] == "sat/resources/models/sat-tiny"
+    assert exports[0]["init_args"]["directory"] == "runs/sat-tiny/export"  # shipped only once evaluated
     paths = [c["class_path"] for c in recipe["trainer"]["callbacks"]]
     averaging = [i for i, c in enumerate(paths) if c.endswith("WeightAveraging")]
     assert all(i < paths.index(exports[0]["class_path"]) for i in averaging)  # average copied in before export
@@ -59,3 +59,13 @@ def test_tiny_cpu_recipe_runs_on_cpu_and_exports_the_shipped_model():
     assert config == PRESETS["sat-tiny"]  # the preset, the recipe and the shipped network agree
     shipped = json.loads((TRAIN.parent / "sat/resources/models/sat-tiny/config.json").read_text(encoding="utf-8"))
     assert ModelConfig.from_dict(shipped["model"]) == config
+
+
+def test_windowed_recipes_record_the_abdominal_window():
+    """Recipes that train on windowed sets (BTCV) clip every CT alike, so the export tells inference to."""
+    from sat.preprocess import ABDOMEN_WINDOW
+
+    for name in ("tiny-cpu.yaml", "small-cpu.yaml"):
+        recipe = _load(name)
+        if "btcv_abdomen_24" in recipe["data"]["datasets"]:
+            assert tuple(recipe["data"]["ct_window"]) == ABDOMEN_WINDOW, name
