@@ -72,7 +72,7 @@ def _score_and_save(seg, reference, out: Path):
     return table
 
 
-def run_held_out(out: Path, *, model: str, prompts: list[str]):
+def run_held_out(out: Path, *, model: str, prompts: list[str], on_untrained: str = "error"):
     """Segment the held-out real CT (subject B, DICOM); returns the summary table (pandas DataFrame)."""
     from sat import api, io
     from sat.data.cards import load_card
@@ -87,7 +87,8 @@ def run_held_out(out: Path, *, model: str, prompts: list[str]):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     io.save(image, out / "ct.nii.gz")
-    seg = segmenter.segment(image, prompts, modality=card.modality, progress=sys.stderr.isatty())
+    seg = segmenter.segment(image, prompts, modality=card.modality, on_untrained=on_untrained,
+                            progress=sys.stderr.isatty())
     concept_of = card.concept_of()
 
     def reference(concept: str | None) -> np.ndarray | None:
@@ -97,7 +98,8 @@ def run_held_out(out: Path, *, model: str, prompts: list[str]):
     return _score_and_save(seg, reference, out)
 
 
-def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: float = 3.0):
+def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: float = 3.0,
+        on_untrained: str = "error"):
     """Run the phantom demo; returns the summary table (pandas DataFrame)."""
     from sat import api, io
     from sat.data.phantom import make_phantom
@@ -109,7 +111,7 @@ def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: fl
     out.mkdir(parents=True, exist_ok=True)
     io.save(phantom.image, out / "phantom_ct.nii.gz")
     io.save(phantom.label, out / "phantom_labels.nii.gz")
-    seg = segmenter.segment(phantom.image, prompts, progress=sys.stderr.isatty())
+    seg = segmenter.segment(phantom.image, prompts, on_untrained=on_untrained, progress=sys.stderr.isatty())
     return _score_and_save(seg, lambda concept: reference_mask(phantom, concept), out)
 
 
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out: the real CT the model never trained on (needs ../shared); phantom: a "
                              "procedural CT; auto (default): held-out when available")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    parser.add_argument("--on-untrained", choices=("error", "empty", "text"), default="error",
+                        help="a prompt the model was not trained on: error (default), empty mask, or free text")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from sat import api
@@ -140,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if held_out:
-            table = run_held_out(Path(args.output), model=model, prompts=list(args.prompt or HELD_OUT_PROMPTS))
+            table = run_held_out(Path(args.output), model=model, prompts=list(args.prompt or HELD_OUT_PROMPTS),
+                                 on_untrained=args.on_untrained)
         else:
-            table = run(Path(args.output), model=model, prompts=list(args.prompt or PROMPTS), seed=args.seed)
+            table = run(Path(args.output), model=model, prompts=list(args.prompt or PROMPTS), seed=args.seed,
+                        on_untrained=args.on_untrained)
     except SATError as err:
         print(f"sat.demo: error: {err}", file=sys.stderr)
         return 1
