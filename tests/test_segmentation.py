@@ -164,3 +164,21 @@ def test_saved_outputs_get_the_umask_permissions(seg, tmp_path):
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     for path in [*out.iterdir(), tmp_path / "perm.png"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+
+
+def test_saving_over_an_earlier_result_replaces_it_without_stale_files(seg, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    seg.save(out, overlay=True)
+    assert json.loads((out / "labels.json").read_text())["overlay"] == "overlay.png"
+    (out / "notes.txt").write_text("mine")
+    one = Segmentation({"blob": seg["blob"]}, AFFINE)
+    real_save = sat.io.save
+    monkeypatch.setattr(sat.io, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        one.save(out)  # fails while staging: the earlier result is untouched
+    assert {p.name for p in out.iterdir()} == {"Left_kidney.nii.gz", "blob.nii.gz", "labelmap.nii.gz", "labels.json",
+                                               "overlay.png", "notes.txt"}
+    monkeypatch.setattr(sat.io, "save", real_save)
+    one.save(out)
+    assert {p.name for p in out.iterdir()} == {"blob.nii.gz", "labelmap.nii.gz", "labels.json", "notes.txt"}
+    assert [x["file"] for x in json.loads((out / "labels.json").read_text())["labels"]] == ["blob.nii.gz"]
