@@ -38,11 +38,7 @@ def to_input_grid(logits: Sequence[torch.Tensor | Sequence[torch.Tensor]], plans
     """
     from sat.preprocess import invert
 
-    parts = [tuple(x) if isinstance(x, (tuple, list)) else (x,) for x in logits]
-    flags = []
-    for members, keep in zip(parts, [False] * len(parts) if largest is None else largest, strict=True):
-        flags.append(tuple(keep) if isinstance(keep, (tuple, list)) else (bool(keep),) * len(members))
-    masks, model_labels = _threshold_and_label(parts, threshold, flags, tuple(int(n) for n in record.model_shape))
+    masks, model_labels = _threshold_and_label(logits, threshold, largest, shape=record.model_shape)
     labelmap = invert(model_labels, record, mode="nearest")
     lookup = _NearestLookup.build(record, labelmap, model_labels)
     crops = {}
@@ -78,14 +74,21 @@ def _prompt_mask(parts: Sequence[torch.Tensor], flags: Sequence[bool], cut: np.f
     return mask, (score if mask.any() else None), False
 
 
-def _threshold_and_label(parts: Sequence[Sequence[torch.Tensor]], threshold: float,
-                         flags: Sequence[Sequence[bool]], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _threshold_and_label(logits: Sequence[torch.Tensor | Sequence[torch.Tensor]], threshold: float,
+                         largest: Sequence[bool | Sequence[bool]] | None = None, *,
+                         shape: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Model-space masks ``[N, X', Y', Z']`` bool and labelmap (1..N, most probable prompt; ties: first).
 
-    ``parts[i]``: prompt ``i``'s member logits; ``flags[i][j]``: member ``j`` keeps only its largest
-    connected component. Plain numpy, one prompt at a time (single-threaded: no thread hand-offs on a
-    busy CPU).
+    ``logits[i]``: prompt ``i``'s logits, or a tuple of its members' logits; ``largest[i]`` (a bool, or
+    one per member): keep only the largest connected component (of each member). ``shape``: the model
+    grid (default: the first logits' shape). Plain numpy, one prompt at a time (single-threaded: no
+    thread hand-offs on a busy CPU).
     """
+    parts = [tuple(x) if isinstance(x, (tuple, list)) else (x,) for x in logits]
+    flags = []
+    for members, keep in zip(parts, [False] * len(parts) if largest is None else largest, strict=True):
+        flags.append(tuple(keep) if isinstance(keep, (tuple, list)) else (bool(keep),) * len(members))
+    shape = tuple(int(n) for n in (shape if shape is not None else next(m[0].shape for m in parts if m)))
     cut = np.float32(math.log(threshold / (1.0 - threshold)))  # sigmoid(x) > t  <=>  x > logit(t)
     masks = np.zeros((len(parts), *shape), dtype=bool)
     labels = np.zeros(shape, dtype=np.uint8 if len(parts) < 256 else np.uint16)

@@ -186,7 +186,7 @@ def test_models_lists_shipped(model_dir, monkeypatch, capsys, tmp_path):
 def test_help_through_the_console_entry_point():
     done = subprocess.run([sys.executable, "-m", "sat", "segment", "--help"], capture_output=True, encoding="utf-8", errors="replace",
                           timeout=120)
-    assert done.returncode == 0 and "--all" in done.stdout and "--png" in done.stdout
+    assert done.returncode == 0 and "--all" in done.stdout and "--png" in done.stdout and "--on-untrained" in done.stdout
 
 
 @pytest.mark.slow
