@@ -6,6 +6,11 @@ Run after the shipped weights change, and commit the JSON with them::
 
 ``tests/test_shipped_model.py`` re-runs the same segmentation and compares per-prompt voxel
 counts and Dice against the phantom's labels with this file.
+
+Only outputs that overlap their reference are recorded (Dice >= ``MIN_DICE``): a known-good file
+must never pin a wrong answer: "left kidney" is left out, since the shipped sat-tiny puts it on
+the patient's right (Dice 0 on the phantom); laterality is checked in world coordinates on real
+people instead.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "known_good_sat_tiny.json"
 MODEL = "sat-tiny"
-PROMPTS = ["liver", "spleen", "left kidney", "right kidney", "kidneys", "aorta", "lumbar vertebrae"]
+PROMPTS = ["liver", "spleen", "right kidney", "kidneys", "aorta", "lumbar vertebrae"]
+MIN_DICE = 0.1  # an output below this against the phantom's own labels is not "known good"
 PHANTOM = {"spacing": [3.0, 3.0, 3.0], "shape": [96, 96, 96], "seed": 0}  # one 96^3 window: fast
 
 
@@ -42,6 +48,10 @@ def compute(model: str = MODEL) -> dict:
             "voxels": seg.voxels(lab.prompt),
             "dice": None if ref is None else round(dice(seg[lab.prompt], ref), 4),
         }
+    wrong = {p: r["dice"] for p, r in results.items() if r["dice"] is not None and r["dice"] < MIN_DICE}
+    if wrong:
+        raise ValueError(f"outputs that miss their reference cannot be recorded as known good (Dice < {MIN_DICE}): "
+                         f"{wrong}; drop these prompts or fix the model")
     return {"model": model, "weights_sha256": weights_sha256(api.model_dir(model)), "phantom": PHANTOM,
             "threshold": 0.5, "prompts": results}
 

@@ -21,7 +21,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_bytes", "default_mode"]
+from sat.errors import InputError
+
+__all__ = ["atomic_write", "atomic_write_bytes", "check_writable", "default_mode"]
 
 
 def _umask() -> int:
@@ -68,3 +70,24 @@ def atomic_write(path: str | Path, write: Callable[[str], object], *, suffix: st
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def check_writable(directory: str | Path) -> None:
+    """Fail early, in one line, when files cannot be created in ``directory`` (or, when it does not
+    exist yet, in the nearest existing folder above it, where it would be created). Leaves nothing behind.
+
+    Raises:
+        InputError: a path component is a file, or the folder is not writable.
+    """
+    target = Path(directory).expanduser()
+    probe = target
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"cannot create {target}: {probe} is a file; choose another output folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".sat-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise InputError(f"cannot write to {target} ({err.strerror or err}); choose a folder you can write to") from None

@@ -21,12 +21,15 @@ log = logging.getLogger(__name__)
 __all__ = ["to_input_grid"]
 
 
-def to_input_grid(logits: list[torch.Tensor], plans: Sequence[Any], record, threshold: float,
-                  largest: Sequence[bool] | None = None):
+def to_input_grid(logits: Sequence[torch.Tensor | Sequence[torch.Tensor]], plans: Sequence[Any], record,
+                  threshold: float, largest: Sequence[bool | Sequence[bool]] | None = None):
     """Threshold in model space, resolve overlaps by highest probability, invert (nearest) to the input grid.
 
-    ``largest[i]`` keeps only the largest connected component of prompt ``i``'s mask
-    (:mod:`sat.postprocess`) before overlaps are resolved.
+    ``logits[i]``: prompt ``i``'s model-space logits ``[X', Y', Z']``, or a tuple of them (its
+    members: the mask is their union; an empty tuple gives an empty mask). ``largest[i]`` (a bool,
+    or one per member) keeps only the largest connected component of that mask (:mod:`sat.postprocess`)
+    before the union and before overlaps are resolved: a union is exactly the union of its members'
+    masks as each would be segmented alone.
 
     Nearest inversion is exact (each input voxel takes the decision of the model voxel that
     contains its centre, so masks and labelmap agree voxel for voxel) and cheap: one
@@ -35,7 +38,7 @@ def to_input_grid(logits: list[torch.Tensor], plans: Sequence[Any], record, thre
     """
     from sat.preprocess import invert
 
-    masks, model_labels = _threshold_and_label(logits, threshold, largest)
+    masks, model_labels = _threshold_and_label(logits, threshold, largest, shape=record.model_shape)
     labelmap = invert(model_labels, record, mode="nearest")
     lookup = _NearestLookup.build(record, labelmap, model_labels)
     crops = {}
@@ -44,32 +47,63 @@ def to_input_grid(logits: list[torch.Tensor], plans: Sequence[Any], record, thre
     return crops, labelmap
 
 
-def _threshold_and_label(logits: list[torch.Tensor], threshold: float,
-                         largest: Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _as_numpy(logit: torch.Tensor) -> np.ndarray:
+    return logit.detach().to(device="cpu", dtype=torch.float32).numpy()  # numpy's float16 is slow
+
+
+def _member_mask(x: np.ndarray, cut: np.float32, one_piece: bool) -> np.ndarray:
+    mask = x > cut
+    return largest_component(mask) if one_piece and mask.any() else mask
+
+
+def _prompt_mask(parts: Sequence[torch.Tensor], flags: Sequence[bool], cut: np.float32,
+                 shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """(mask, score, restrict) of one prompt: the union of its members' masks; ``score`` is the logit
+    that competes for the labelmap (a union: the best member logit inside that member's own mask);
+    ``restrict``: the labelmap must be limited to ``mask`` (the score may exceed the cut outside it)."""
+    if len(parts) == 1:
+        x = _as_numpy(parts[0])
+        return _member_mask(x, cut, flags[0]), x, flags[0]
+    mask = np.zeros(shape, dtype=bool)
+    score = np.full(shape, -np.inf, dtype=np.float32)
+    for logit, one_piece in zip(parts, flags, strict=True):
+        x = _as_numpy(logit)
+        member = _member_mask(x, cut, one_piece)
+        mask |= member
+        np.copyto(score, x, where=member & (x > score))
+    return mask, (score if mask.any() else None), False
+
+
+def _threshold_and_label(logits: Sequence[torch.Tensor | Sequence[torch.Tensor]], threshold: float,
+                         largest: Sequence[bool | Sequence[bool]] | None = None, *,
+                         shape: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Model-space masks ``[N, X', Y', Z']`` bool and labelmap (1..N, most probable prompt; ties: first).
 
-    ``largest[i]``: prompt ``i`` keeps only the largest connected component of its mask.
-
-    Plain numpy, one prompt at a time (single-threaded: no thread hand-offs on a busy CPU).
+    ``logits[i]``: prompt ``i``'s logits, or a tuple of its members' logits; ``largest[i]`` (a bool, or
+    one per member): keep only the largest connected component (of each member). ``shape``: the model
+    grid (default: the first logits' shape). Plain numpy, one prompt at a time (single-threaded: no
+    thread hand-offs on a busy CPU).
     """
+    parts = [tuple(x) if isinstance(x, (tuple, list)) else (x,) for x in logits]
+    flags = []
+    for members, keep in zip(parts, [False] * len(parts) if largest is None else largest, strict=True):
+        flags.append(tuple(keep) if isinstance(keep, (tuple, list)) else (bool(keep),) * len(members))
+    shape = tuple(int(n) for n in (shape if shape is not None else next(m[0].shape for m in parts if m)))
     cut = np.float32(math.log(threshold / (1.0 - threshold)))  # sigmoid(x) > t  <=>  x > logit(t)
-    shape = tuple(logits[0].shape)
-    masks = np.zeros((len(logits), *shape), dtype=bool)
-    labels = np.zeros(shape, dtype=np.uint8 if len(logits) < 256 else np.uint16)
+    masks = np.zeros((len(parts), *shape), dtype=bool)
+    labels = np.zeros(shape, dtype=np.uint8 if len(parts) < 256 else np.uint16)
     best = np.full(shape, cut, dtype=np.float32)  # only voxels above the threshold can be labelled
     win = np.empty(shape, dtype=bool)
-    for value, logit in enumerate(logits, start=1):
-        x = logit.detach().to(device="cpu", dtype=torch.float32).numpy()  # numpy's float16 is slow
-        np.greater(x, cut, out=masks[value - 1])
-        if not masks[value - 1].any():
+    for value, (members, one_piece) in enumerate(zip(parts, flags, strict=True), start=1):
+        if not members:
             continue
-        one_piece = largest is not None and largest[value - 1]
-        if one_piece:
-            masks[value - 1] = largest_component(masks[value - 1])
-        np.greater(x, best, out=win)  # strictly: on ties the earlier prompt keeps the voxel
-        if one_piece:  # otherwise win lies inside the mask already (best >= the threshold's logit)
+        masks[value - 1], score, restrict = _prompt_mask(members, one_piece, cut, shape)
+        if score is None or not masks[value - 1].any():
+            continue
+        np.greater(score, best, out=win)  # strictly: on ties the earlier prompt keeps the voxel
+        if restrict:  # otherwise win lies inside the mask already (best >= the threshold's logit)
             win &= masks[value - 1]
-        np.copyto(best, x, where=win)
+        np.copyto(best, score, where=win)
         np.copyto(labels, value, where=win, casting="unsafe")
     return masks, labels
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ import torch
 
 from sat._defaults import PRESENCE_VETO
 from sat._ongrid import to_input_grid as _to_input_grid
-from sat.errors import InputError, UnknownTermError, WeightsError
+from sat.errors import InputError, WeightsError
+from sat.knowledge.prompts import PromptPlan as _Plan
 from sat.postprocess import applies
 from sat.segmentation import Label, Segmentation
 
@@ -110,24 +110,6 @@ def load_model(name_or_dir: str | os.PathLike = DEFAULT_MODEL, *, device: str = 
     return Segmenter(model, config, text_encoder=encoder, device=dev, name=name)
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """How one prompt is segmented: which query texts, combined by union (max logit)."""
-
-    prompt: str
-    concept: Any  # sat.knowledge.Concept | None
-    kind: str  # "concept" | "union" | "text"
-    texts: tuple[str, ...]
-    members: tuple[str, ...]
-
-
-def _trained_parts(tree, concept, trained: set[str]) -> list:
-    """Topmost trained concepts below ``concept`` (their union is its mask); lesions only for a lesion."""
-    below = [c for c in tree.descendants(concept) if c.id in trained and (concept.is_lesion or not c.is_lesion)]
-    ids = {c.id for c in below}
-    return [c for c in below if not ({a.id for a in tree.ancestors(c)} & ids)]
-
-
 def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
     items = [prompts] if isinstance(prompts, str) else list(prompts) if prompts is not None else []
     if not items:
@@ -143,6 +125,34 @@ def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
             raise InputError(f"prompt {text!r} is given twice; give each prompt once")
         out.append(text)
     return out
+
+
+def _one_piece(plan: _Plan, rule: dict | None, slices: int) -> tuple[bool, ...]:
+    """Per query text of ``plan``: whether the model's component rule keeps one piece of it."""
+    if plan.kind == "text":
+        return (False,) * len(plan.texts)
+    return tuple(applies(rule, member, slices) for member in plan.members)  # texts are the members' names
+
+
+def _log_plans(plans: Sequence[_Plan]) -> None:
+    """One line per kind of answer a user should know about (corrections, partial unions, untrained prompts)."""
+    for p in plans:
+        if p.concept is not None and p.matched in ("typo", "laterality", "generic", "modality"):
+            log.info("prompt %r read as %r (%s, %s match)", p.prompt, p.concept.name, p.concept.id, p.matched)
+        if p.kind == "union":
+            (log.warning if p.missing else log.info)("prompt %r: %s", p.prompt, p.note)
+    unknown = [repr(p.prompt) for p in plans if p.kind == "text" and p.concept is None]
+    untrained = [f"{p.prompt!r} ({p.concept.id})" for p in plans if p.kind == "text" and p.concept is not None]
+    empty = [repr(p.prompt) for p in plans if p.kind == "empty"]
+    if unknown:
+        log.warning("%d prompt(s) not in the knowledge tree, embedded as free text (open vocabulary, unvalidated): %s",
+                    len(unknown), ", ".join(unknown))
+    if untrained:
+        log.warning("%d prompt(s) name concepts this model was not trained on, embedded as free text (unvalidated): %s",
+                    len(untrained), ", ".join(untrained))
+    if empty:
+        log.warning("%d prompt(s) the model was not trained on get an empty mask (on_untrained='empty'; empty means "
+                    "'not segmented', not 'absent'): %s", len(empty), ", ".join(empty))
 
 
 class Segmenter:
@@ -182,36 +192,16 @@ class Segmenter:
         return f"Segmenter({self.name!r}, concepts={len(self.concepts)}, spacing={self.spacing}, device={self.device})"
 
     # -- prompts ---------------------------------------------------------------------------
-    def plan(self, prompts: str | Sequence[str]) -> list[_Plan]:
-        """Resolve prompts on the knowledge tree and decide the query texts of each."""
+    def plan(self, prompts: str | Sequence[str], *, on_untrained: str = "error") -> list[_Plan]:
+        """Resolve prompts on the knowledge tree and decide how each is answered
+        (:func:`sat.knowledge.prompts.plan_prompts`; raises ``UntrainedPromptError`` under ``"error"``)."""
         from sat import knowledge
+        from sat.knowledge.prompts import plan_prompts
 
-        tree = knowledge.load()
-        trained = set(self.concepts)
-        plans = [self._plan_one(tree, text, trained) for text in _check_prompts(prompts)]
-        unknown = [p.prompt for p in plans if p.concept is None]
-        untrained = [f"{p.prompt!r} ({p.concept.id})" for p in plans if p.concept is not None and p.kind == "text"]
-        if unknown:
-            log.warning("%d prompt(s) not in the knowledge tree, embedded as free text (open vocabulary): %s",
-                        len(unknown), ", ".join(map(repr, unknown)))
-        if untrained:
-            log.warning("%d prompt(s) name concepts this model was not trained on, embedded as free text: %s",
-                        len(untrained), ", ".join(untrained))
+        plans = plan_prompts(knowledge.load(), _check_prompts(prompts), self.concepts, on_untrained=on_untrained,
+                             model=f"model {self.name!r}")
+        _log_plans(plans)
         return plans
-
-    @staticmethod
-    def _plan_one(tree, text: str, trained: set[str]) -> _Plan:
-        try:
-            concept = tree[text] if text in tree else tree.resolve(text)
-        except UnknownTermError:
-            return _Plan(text, None, "text", (text,), ())
-        if not trained or concept.id in trained:
-            return _Plan(text, concept, "concept", (concept.name,), (concept.id,))
-        parts = _trained_parts(tree, concept, trained)
-        if parts:
-            log.info("prompt %r -> union of %s", text, ", ".join(c.id for c in parts))
-            return _Plan(text, concept, "union", tuple(c.name for c in parts), tuple(c.id for c in parts))
-        return _Plan(text, concept, "text", (concept.name,), ())
 
     def queries(self, texts: Sequence[str], modality: str | None) -> torch.Tensor:
         """Query embeddings ``[N, D]`` float32 for texts (cached per (text, modality))."""
@@ -229,6 +219,7 @@ class Segmenter:
         prompts: str | Sequence[str],
         *,
         modality: str | None = None,
+        on_untrained: str = "error",
         overlap: float = 0.25,
         threshold: float = 0.5,
         presence_gating: bool = True,
@@ -241,22 +232,32 @@ class Segmenter:
         Args:
             image: path, nibabel image, :class:`sat.io.Volume` or ``(array, affine)``.
             prompts: one prompt or a list; a concept with trained descendants but no label of
-                its own ("kidneys") is the union of those; unknown text is embedded as is.
-            modality: ``"ct" | "mr" | "pet"``; default: the volume's (DICOM tag or intensity guess).
+                its own ("kidneys") is the union of those, each segmented as it would be alone.
+            modality: ``"ct" | "mr" | "pet"``; default: the volume's (DICOM tag, NIfTI description or
+                intensity guess, logged).
+            on_untrained: what a prompt the model was not trained on ("brain" for an abdominal
+                model) or that the knowledge tree cannot resolve ("zzqx blorp") gets:
+                ``"error"`` (default) raises :class:`~sat.errors.UntrainedPromptError` naming the
+                nearest trained concepts; ``"empty"`` gives an empty mask (logged); ``"text"`` embeds
+                the prompt as free text (open vocabulary, unvalidated). Why the default refuses: the
+                model outputs a mask for any query, even one it never learnt, and a silent empty
+                mask would read as "structure absent", which is a clinical claim.
             overlap: sliding-window overlap in [0, 1).
             threshold: probability above which a voxel is in a mask, in (0, 1).
             presence_gating: let a window veto a prompt its presence head calls very unlikely
                 there (the rule of :mod:`sat.model.inference`); False keeps the mask logits alone.
             presence_veto: presence probability below which a window vetoes, in (0, 1).
             largest_component: keep only the largest connected component of the concepts the
-                model lists as one piece for inputs of this depth (:mod:`sat.postprocess`); False
-                keeps every component.
+                model lists as one piece for inputs of this depth (:mod:`sat.postprocess`; a union
+                applies it to each member); False keeps every component.
             progress: show a progress bar over the sliding windows.
 
         Returns:
             :class:`Segmentation` on the input grid (bool masks, labelmap 1..N in prompt order,
-            overlaps given to the most probable prompt); ``meta["warnings"]`` lists what limits
-            the result (an input thinner than the model's window, a resampled DICOM series).
+            overlaps given to the most probable prompt); ``seg.labels[i]`` says how each prompt was
+            answered (``kind``, ``members``, ``matched``, ``missing``, ``note``); ``meta["warnings"]``
+            lists what limits the result (an input thinner than the model's window, a resampled
+            DICOM series).
 
         Raises:
             InputError: bad arguments or image, or an image the model would see as a single plane
@@ -270,23 +271,25 @@ class Segmenter:
         if not 0.0 <= float(overlap) < 1.0:
             raise InputError(f"overlap must be in [0, 1), got {overlap}")
         veto_logit(presence_veto)  # a bad threshold fails before any work
-        plans = self.plan(prompts)
+        plans = self.plan(prompts, on_untrained=on_untrained)
         volume = io.load(image, modality=modality)
         warnings = self._input_warnings(volume)
         logits, record = self._predict(volume, plans, overlap=overlap, presence_gating=presence_gating,
                                        presence_veto=float(presence_veto), progress=progress)
         rule = self.config.get("postprocess") if largest_component else None
         slices = int(record.model_shape[2])  # axial slices in model space (RAS: axis 2)
-        largest = [p.kind == "concept" and applies(rule, p.concept.id, slices) for p in plans]
+        largest = [_one_piece(p, rule, slices) for p in plans]
         crops, labelmap = _to_input_grid(logits, plans, record, threshold, largest)
         labels = [
             Label(value=i, prompt=p.prompt, concept=p.concept.id if p.concept else None,
-                  name=p.concept.name if p.concept else None, kind=p.kind, members=p.members)
+                  name=p.concept.name if p.concept else None, kind=p.kind, members=p.members,
+                  matched=p.matched, missing=p.missing, note=p.note)
             for i, p in enumerate(plans, start=1)
         ]
         meta = {"model": self.name, "threshold": float(threshold), "overlap": float(overlap),
-                "presence_gating": bool(presence_gating), "presence_veto": float(presence_veto),
-                "largest_component": [p.prompt for p, keep in zip(plans, largest, strict=True) if keep],
+                "on_untrained": on_untrained, "presence_gating": bool(presence_gating),
+                "presence_veto": float(presence_veto),
+                "largest_component": [p.prompt for p, keep in zip(plans, largest, strict=True) if any(keep)],
                 "model_spacing": list(self.spacing), "warnings": warnings}
         return Segmentation._from_crops(crops, volume.shape, volume.affine, labelmap, labels=labels,
                                         image=volume.array, modality=volume.modality, meta=meta)
@@ -306,24 +309,23 @@ class Segmenter:
 
     def _predict(self, volume, plans: list[_Plan], *, overlap: float, presence_gating: bool, presence_veto: float,
                  progress: bool = False):
-        """Model-space per-prompt logits ``[N, X', Y', Z']`` (union = max) and the preprocessing record."""
+        """Model-space logits ``[X', Y', Z']`` of each plan's members (a tuple per plan; empty for ``"empty"``)
+        and the preprocessing record."""
         from sat.model import predict
         from sat.preprocess import ct_scale_of, ct_window_of, standardize
 
         texts = list(dict.fromkeys(t for p in plans for t in p.texts))
-        queries = self.queries(texts, volume.modality).to(self.device)
         intensity = self.config.get("intensity")
         image, record = standardize(volume, spacing=self.spacing, ct_scale=ct_scale_of(intensity),
                                     ct_window=ct_window_of(intensity))
+        if not texts:  # every prompt is answered by an empty mask: nothing to predict
+            return [() for _ in plans], record
+        queries = self.queries(texts, volume.modality).to(self.device)
         with torch.inference_mode():
             raw = predict(self.model, image[None].to(self.device), queries, overlap=overlap,
                           presence_gating=presence_gating, presence_veto=presence_veto, progress=progress)
         index = {t: i for i, t in enumerate(texts)}
-        logits = []
-        for plan in plans:
-            rows = [index[t] for t in plan.texts]
-            logits.append(raw[rows[0]] if len(rows) == 1 else raw[rows].amax(dim=0))
-        return logits, record
+        return [tuple(raw[index[t]] for t in plan.texts) for plan in plans], record
 
 
 def segment(
@@ -332,6 +334,7 @@ def segment(
     *,
     model: str | os.PathLike | Segmenter = DEFAULT_MODEL,
     modality: str | None = None,
+    on_untrained: str = "error",
     device: str = "auto",
     overlap: float = 0.25,
     threshold: float = 0.5,
@@ -346,7 +349,12 @@ def segment(
         image: path (NIfTI, MGZ, NRRD, DICOM folder), nibabel image, Volume or ``(array, affine)``.
         prompts: one prompt or a list, e.g. ``"liver"`` or ``["liver", "left kidney", "ribs"]``.
         model: shipped model name, model folder, or a loaded :class:`Segmenter`.
-        modality: ``"ct" | "mr" | "pet"``; default: taken from the volume.
+        modality: ``"ct" | "mr" | "pet"``; default: taken from the volume (DICOM tag, NIfTI
+            description, else an intensity guess between CT and MR, logged).
+        on_untrained: ``"error"`` (default) | ``"empty"`` | ``"text"``: what a prompt the model was
+            not trained on gets (see :meth:`Segmenter.segment`: by default no mask at all, since a
+            mask for a structure the model never learnt is arbitrary and an empty one reads as
+            "absent").
         device: ``"auto"`` (cuda if available), ``"cpu"`` or ``"cuda"``.
         overlap: sliding-window overlap; threshold: mask probability threshold.
         presence_gating, presence_veto: let a window veto a prompt whose presence probability there
@@ -369,6 +377,6 @@ def segment(
             _CACHE.clear()  # keep one model in memory
             _CACHE[key] = load_model(model, device=device)
         segmenter = _CACHE[key]
-    return segmenter.segment(image, prompts, modality=modality, overlap=overlap, threshold=threshold,
-                             presence_gating=presence_gating, presence_veto=presence_veto,
+    return segmenter.segment(image, prompts, modality=modality, on_untrained=on_untrained, overlap=overlap,
+                             threshold=threshold, presence_gating=presence_gating, presence_veto=presence_veto,
                              largest_component=largest_component, progress=progress)

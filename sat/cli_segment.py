@@ -17,6 +17,8 @@ from pathlib import Path
 from sat._defaults import PRESENCE_VETO
 from sat.errors import InputError, WeightsError
 
+MAX_OVERLAP = 0.9  # 0.9 already runs ~1000x the windows of no overlap in 3D
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``segment`` and ``models`` subcommands."""
@@ -33,10 +35,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created)")
     seg.add_argument("--model", default=None, metavar="NAME|DIR",
                      help="shipped model name (see `sat models`) or a model folder (default: sat-tiny)")
-    seg.add_argument("--modality", choices=["ct", "mr", "pet"], help="default: from DICOM tags or intensities")
+    seg.add_argument("--modality", choices=["ct", "mr", "pet"],
+                     help="default: the DICOM Modality tag or NIfTI description, else a CT/MR guess from "
+                     "intensities (logged); PET is never guessed from intensities: pass --modality pet")
+    seg.add_argument("--on-untrained", choices=["error", "empty", "text"], default="error",
+                     help="a prompt the model was not trained on (or the knowledge tree does not know): "
+                     "error (default: stop and suggest trained structures), empty (empty mask, meaning "
+                     "'not segmented'), or text (free-text query, unvalidated)")
     seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     seg.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
-    seg.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
+    seg.add_argument("--overlap", type=float, default=0.25,
+                     help=f"sliding-window overlap in [0, {MAX_OVERLAP}] (default 0.25)")
     seg.add_argument("--no-presence-gating", action="store_true",
                      help="keep mask logits where the presence head judges a prompt absent")
     seg.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",
@@ -57,12 +66,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_segment(args: argparse.Namespace) -> int:
     """Handler of ``sat segment``."""
     from sat import api, io
+    from sat._atomic import check_writable
 
     out = Path(args.output).expanduser()
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is a file; give a folder path with -o")
+    if not 0.0 <= args.overlap <= MAX_OVERLAP:
+        raise InputError(f"--overlap must be in [0, {MAX_OVERLAP}], got {args.overlap}; 0.25 or 0.5 is usual")
     if not args.all:
         api._check_prompts(args.prompt)  # fail before anything is loaded
+    check_writable(out)  # before minutes of inference, not after
     volume = io.load(args.input, modality=args.modality)
     segmenter = api.load_model(args.model or api.DEFAULT_MODEL, device=args.device)
     if args.all:
@@ -71,16 +84,17 @@ def run_segment(args: argparse.Namespace) -> int:
             raise InputError(f"model {segmenter.name!r} does not list its concepts; give prompts with -p")
     else:
         prompts = args.prompt
-    seg = segmenter.segment(volume, prompts, overlap=args.overlap, threshold=args.threshold,
-                            presence_gating=not args.no_presence_gating, presence_veto=args.presence_veto,
-                            largest_component=not args.keep_all_components, progress=not args.no_progress)
-    seg.save(out)
+    seg = segmenter.segment(volume, prompts, on_untrained=args.on_untrained, overlap=args.overlap,
+                            threshold=args.threshold, presence_gating=not args.no_presence_gating,
+                            presence_veto=args.presence_veto, largest_component=not args.keep_all_components,
+                            progress=not args.no_progress)
+    seg.save(out, overlay=args.png)
     table = seg.volumes_ml()
     table["concept"] = table["concept"].fillna("-")
     table.insert(3, "as", [_how(lab) for lab in seg.labels.values()])
     print(table.drop(columns=["name"]).to_string(index=False))
     if args.png:
-        print(f"overlay: {seg.overlay_png(out / 'overlay.png')}")
+        print(f"overlay: {out / 'overlay.png'}")
     print(f"wrote {len(seg)} masks, labelmap.nii.gz and labels.json to {out}")
     return 0
 
@@ -88,8 +102,8 @@ def run_segment(args: argparse.Namespace) -> int:
 def _how(label) -> str:
     """How a prompt was segmented, for the summary table."""
     if label.kind == "union":
-        return f"union of {len(label.members)}"
-    return "trained class" if label.kind == "concept" else "free text"
+        return f"union of {len(label.members)}" + (" (partial)" if label.missing else "")
+    return {"concept": "trained class", "text": "free text", "empty": "not trained: empty"}.get(label.kind, label.kind)
 
 
 def model_summary(folder: Path) -> dict:

@@ -73,7 +73,7 @@ def _score_and_save(seg, reference, out: Path):
 
 
 def run_held_out(out: Path, *, model: str, prompts: list[str], card_path: Path = HELD_OUT_CARD,
-                 case: str | None = None):
+                 case: str | None = None, on_untrained: str = "error"):
     """Segment a real case of a card (default: subject B); returns the summary table (pandas DataFrame)."""
     from sat import api, io
     from sat.data.cards import load_card
@@ -89,7 +89,8 @@ def run_held_out(out: Path, *, model: str, prompts: list[str], card_path: Path =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     io.save(image, out / "ct.nii.gz")
-    seg = segmenter.segment(image, prompts, modality=card.modality, progress=sys.stderr.isatty())
+    seg = segmenter.segment(image, prompts, modality=card.modality, on_untrained=on_untrained,
+                            progress=sys.stderr.isatty())
     concept_of = card.concept_of()
 
     def reference(concept: str | None) -> np.ndarray | None:
@@ -99,7 +100,8 @@ def run_held_out(out: Path, *, model: str, prompts: list[str], card_path: Path =
     return _score_and_save(seg, reference, out)
 
 
-def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: float = 3.0):
+def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: float = 3.0,
+        on_untrained: str = "error"):
     """Run the phantom demo; returns the summary table (pandas DataFrame)."""
     from sat import api, io
     from sat.data.phantom import make_phantom
@@ -111,7 +113,7 @@ def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: fl
     out.mkdir(parents=True, exist_ok=True)
     io.save(phantom.image, out / "phantom_ct.nii.gz")
     io.save(phantom.label, out / "phantom_labels.nii.gz")
-    seg = segmenter.segment(phantom.image, prompts, progress=sys.stderr.isatty())
+    seg = segmenter.segment(phantom.image, prompts, on_untrained=on_untrained, progress=sys.stderr.isatty())
     return _score_and_save(seg, lambda concept: reference_mask(phantom, concept), out)
 
 
@@ -130,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out: the real CT the model never trained on (needs ../shared); phantom: a "
                              "procedural CT; auto (default): held-out when available")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    parser.add_argument("--on-untrained", choices=("error", "empty", "text"), default="error",
+                        help="a prompt the model was not trained on: error (default), empty mask, or free text")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from sat import api
@@ -145,13 +149,16 @@ def main(argv: list[str] | None = None) -> int:
         if held_out:
             first = _validation_case()
             runs = [("subject B: held-out upper-abdomen CT (DICOM, full-range HU), never trained on", out / "subject_b",
-                     lambda o: run_held_out(o, model=model, prompts=list(args.prompt or HELD_OUT_PROMPTS))),
+                     lambda o: run_held_out(o, model=model, prompts=list(args.prompt or HELD_OUT_PROMPTS),
+                                            on_untrained=args.on_untrained)),
                     (f"validation person {first} (BTCV contrast CT, abdominal window), never trained on",
                      out / first, lambda o: run_held_out(o, model=model, card_path=VALIDATION_CARD, case=first,
-                                                         prompts=list(args.prompt or VALIDATION_PROMPTS)))]
+                                                         prompts=list(args.prompt or VALIDATION_PROMPTS),
+                                                         on_untrained=args.on_untrained))]
         else:
             runs = [(f"CT phantom (seed {args.seed}, 3 mm)", out,
-                     lambda o: run(o, model=model, prompts=list(args.prompt or PROMPTS), seed=args.seed))]
+                     lambda o: run(o, model=model, prompts=list(args.prompt or PROMPTS), seed=args.seed,
+                                   on_untrained=args.on_untrained))]
         for what, folder, job in runs:
             _report(what, model, job(folder), folder)
     except SATError as err:

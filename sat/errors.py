@@ -26,6 +26,19 @@ class UnknownTermError(SATError, KeyError):
         return str(self.args[0])
 
 
+class UntrainedPromptError(UnknownTermError):
+    """A prompt names a structure the model was not trained on, or nothing the knowledge tree knows.
+
+    ``suggestions``: the nearest trained concepts of the first such prompt; ``by_prompt``: prompt ->
+    its nearest trained concepts.
+    """
+
+    def __init__(self, message: str, suggestions: tuple[str, ...] = (), *,
+                 by_prompt: dict[str, tuple[str, ...]] | None = None) -> None:
+        super().__init__(message, suggestions)
+        self.by_prompt = dict(by_prompt or {})
+
+
 class WeightsError(SATError):
     """Model weights or their config are missing, corrupt or of an unknown format."""
 

@@ -38,6 +38,7 @@ __all__ = ["Label", "Segmentation"]
 
 LABELMAP_NAME = "labelmap.nii.gz"
 LABELS_NAME = "labels.json"
+OVERLAY_NAME = "overlay.png"
 _RESERVED = {"labelmap", "labels", "overlay"}
 
 
@@ -51,8 +52,13 @@ class Label:
         concept: knowledge-tree concept id it resolved to, or None (free text).
         name: the concept's preferred name, or None.
         kind: ``"concept"`` (a trained class), ``"union"`` (a parent: union of its trained
-            descendants), or ``"text"`` (embedded as free text: open vocabulary).
-        members: the trained concept ids whose masks were used (empty for ``"text"``).
+            descendants), ``"text"`` (embedded as free text: open vocabulary, unvalidated) or
+            ``"empty"`` (not trained: no mask was computed; empty means "not segmented", not "absent").
+        members: the trained concept ids whose masks were used (empty for ``"text"`` and ``"empty"``).
+        matched: how the prompt matched the knowledge tree ("id", "exact", "bag", "laterality",
+            "typo", ...; "none": not resolved).
+        missing: labelled parts of the concept the model was not trained on, left out of a union.
+        note: one line saying how the prompt was answered.
     """
 
     value: int
@@ -61,6 +67,9 @@ class Label:
     name: str | None = None
     kind: str = "text"
     members: tuple[str, ...] = field(default_factory=tuple)
+    matched: str | None = None
+    missing: tuple[str, ...] = field(default_factory=tuple)
+    note: str = ""
 
 
 class _Crop:
@@ -238,16 +247,21 @@ class Segmentation:
 
     def _row(self, lab: Label) -> dict[str, Any]:
         voxels = self._crops[lab.prompt].voxels
-        return {**asdict(lab), "members": list(lab.members), "voxels": voxels, "ml": round(voxels * self.voxel_ml, 3)}
+        return {**asdict(lab), "members": list(lab.members), "missing": list(lab.missing), "voxels": voxels,
+                "ml": round(voxels * self.voxel_ml, 3)}
 
     # -- output ---------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``labelmap.nii.gz``, one ``<prompt>.nii.gz`` mask per prompt and ``labels.json``.
+    def save(self, directory: str | os.PathLike, *, overlay: bool = False) -> Path:
+        """Write ``labelmap.nii.gz``, one ``<prompt>.nii.gz`` mask per prompt and ``labels.json``
+        (and ``overlay.png`` with ``overlay=True``).
 
         Every file has the input's shape and affine (sform and qform alike; a sheared affine is
         written as sform only, see :func:`sat.io.save`). The files are written to a hidden
-        folder beside ``directory`` and moved into place only when all are complete
-        (labels.json last), so an interrupted save never leaves a partial file.
+        folder and moved into place only when all are complete, so an interrupted save never
+        leaves a partial file. Saving into a folder that holds an earlier result replaces it:
+        its ``labels.json`` goes first, the files it lists that this result does not write are
+        removed, and the new ``labels.json`` comes last (a folder with a ``labels.json`` always
+        holds exactly the files it lists; other files are left alone).
 
         Returns:
             The output directory.
@@ -262,7 +276,7 @@ class Segmentation:
         if out.exists() and not out.is_dir():
             raise InputError(f"output {out} exists and is a file; give a folder path for the results")
         out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out if out.is_dir() else out.parent))
         os.chmod(stage, default_mode(directory=True))  # mkdtemp gives 0700; the folder may become ``out``
         try:
             files = self._file_names()
@@ -272,8 +286,13 @@ class Segmentation:
                                     prompt, name) for prompt, name in files.items()]
                 for future in done:
                     future.result()
-            (stage / LABELS_NAME).write_text(json.dumps(self._labels_json(files), indent=2) + "\n", encoding="utf-8")
-            _move_into(stage, out, [LABELMAP_NAME, *files.values(), LABELS_NAME])
+            written = [LABELMAP_NAME, *files.values()]
+            if overlay:
+                self.overlay_png(stage / OVERLAY_NAME)
+                written.append(OVERLAY_NAME)
+            (stage / LABELS_NAME).write_text(json.dumps(self._labels_json(files, overlay), indent=2) + "\n",
+                                             encoding="utf-8")
+            _move_into(stage, out, written)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         log.debug("wrote %d masks, %s and %s to %s", len(files), LABELMAP_NAME, LABELS_NAME, out)
@@ -290,10 +309,11 @@ class Segmentation:
             names[lab.prompt] = f"{stem}.nii.gz"
         return names
 
-    def _labels_json(self, files: dict[str, str]) -> dict[str, Any]:
+    def _labels_json(self, files: dict[str, str], overlay: bool = False) -> dict[str, Any]:
         return {
             "format_version": 1,
             "labelmap": LABELMAP_NAME,
+            **({"overlay": OVERLAY_NAME} if overlay else {}),
             "shape": list(self._shape),
             "affine": self.affine.tolist(),
             "modality": self.modality,
@@ -329,8 +349,22 @@ def _paint_in_order(masks: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarr
     return labelmap
 
 
+def _previous_outputs(out: Path) -> set[str]:
+    """Files an earlier result in ``out`` lists in its labels.json (plain names inside ``out`` only)."""
+    try:
+        old = json.loads((out / LABELS_NAME).read_text(encoding="utf-8"))
+        names = {old.get("labelmap"), old.get("overlay"), *(lab.get("file") for lab in old.get("labels", []))}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n and Path(n).name == n and n not in (".", "..")}
+
+
 def _move_into(stage: Path, out: Path, names: list[str]) -> None:
-    """Move finished files from ``stage`` to ``out`` (a rename of the whole folder when new)."""
+    """Move finished files from ``stage`` to ``out``, labels.json last (a rename of the whole folder when new).
+
+    An earlier result in ``out`` is replaced: its labels.json is removed first, then the files it
+    lists that are not rewritten, so no stale mask stays beside the new labels.json.
+    """
     if not out.exists():
         try:
             os.rename(stage, out)
@@ -338,5 +372,10 @@ def _move_into(stage: Path, out: Path, names: list[str]) -> None:
             return
         except OSError:
             out.mkdir(parents=True, exist_ok=True)
+    stale = _previous_outputs(out) - set(names) - {LABELS_NAME}
+    (out / LABELS_NAME).unlink(missing_ok=True)
     for name in names:
         os.replace(stage / name, out / name)
+    for name in sorted(stale):
+        (out / name).unlink(missing_ok=True)
+    os.replace(stage / LABELS_NAME, out / LABELS_NAME)

@@ -13,7 +13,7 @@ import sat
 import sat.model
 from sat import api, io, preprocess
 from sat.data.phantom import make_phantom
-from sat.errors import InputError, SATError, UnsupportedFormatError, WeightsError
+from sat.errors import InputError, UnsupportedFormatError, UntrainedPromptError, WeightsError
 
 CONCEPTS = ["liver", "spleen", "kidney_left", "kidney_right", "aorta"]
 
@@ -55,24 +55,68 @@ def test_prompt_checks():
 
 
 def test_plan_resolves_concepts_parents_and_free_text(segmenter):
-    liver, kidneys, left, free = segmenter.plan(["liver", "kidneys", "kidney, left", "zzqx blorp"])
+    liver, kidneys, left, free = segmenter.plan(["liver", "kidneys", "kidney, left", "zzqx blorp"], on_untrained="text")
     assert (liver.kind, liver.concept.id, liver.members) == ("concept", "liver", ("liver",))
     assert kidneys.kind == "union" and set(kidneys.members) == {"kidney_left", "kidney_right"}
-    assert left.concept.id == "kidney_left" and left.kind == "concept"
+    assert kidneys.missing == () and "union of 2" in kidneys.note
+    assert left.concept.id == "kidney_left" and left.kind == "concept" and left.matched == "exact"
     assert free.concept is None and free.kind == "text" and free.texts == ("zzqx blorp",)
     by_id = segmenter.plan("kidney_right")[0]  # concept ids are accepted as prompts (used by --all)
-    assert by_id.concept.id == "kidney_right"
+    assert by_id.concept.id == "kidney_right" and by_id.matched == "id"
+    glued = segmenter.plan("rtkidney")[0]  # a side glued to the word is kept, never dropped
+    assert glued.concept.id == "kidney_right" and glued.matched == "laterality"
 
 
-def test_known_concept_the_model_was_not_trained_on_is_free_text(segmenter):
-    plan = segmenter.plan("brain")[0]
-    assert plan.concept is not None and plan.concept.id == "brain"
-    assert plan.kind == "text" and plan.members == ()
+def test_untrained_prompts_raise_one_line_naming_trained_concepts(segmenter, phantom, monkeypatch):
+    monkeypatch.setattr(sat.model, "predict", lambda *a, **k: pytest.fail("no inference for a refused prompt"))
+    with pytest.raises(UntrainedPromptError) as info:
+        segmenter.segment(phantom.image, ["liver", "brain", "left femur", "zzqx blorp"])
+    message = str(info.value)
+    assert "\n" not in message and "liver" not in message.split("(nearest")[0]
+    assert "'brain' (brain) is not a concept model" in message and "'zzqx blorp' is not a knowledge-tree term" in message
+    assert "on_untrained='empty'" in message and "--on-untrained" in message
+    trained_names = {sat.knowledge.load()[c].name for c in CONCEPTS}
+    assert set(info.value.by_prompt) == {"brain", "left femur", "zzqx blorp"}
+    assert all(s and set(s) <= trained_names for s in info.value.by_prompt.values())
+    assert info.value.by_prompt["left femur"][0] == "left kidney"  # same side first
+    assert isinstance(info.value, sat.errors.UnknownTermError)  # callers catching unknown terms still do
+
+
+def test_on_untrained_policies_empty_and_text(segmenter, phantom, monkeypatch, caplog, tmp_path):
+    everywhere = lambda model, image, queries, **kw: torch.full((queries.shape[0], *image.shape[-3:]), 5.0)  # noqa: E731
+    monkeypatch.setattr(sat.model, "predict", everywhere)
+    with caplog.at_level("WARNING", logger="sat.api"):
+        empty = segmenter.segment(phantom.image, ["liver", "brain", "zzqx blorp"], on_untrained="empty")
+    assert empty.voxels("liver") == phantom.image.array.size
+    assert empty.voxels("brain") == 0 and empty.voxels("zzqx blorp") == 0 and not (empty.labelmap > 1).any()
+    kinds = [(lab.kind, lab.concept, lab.matched) for lab in empty.labels.values()]
+    assert kinds == [("concept", "liver", "id"), ("empty", "brain", "id"), ("empty", None, "none")]
+    assert "empty mask" in empty.labels[2].note and empty.meta["on_untrained"] == "empty"
+    assert any("empty mask" in r.getMessage() and "'brain'" in r.getMessage() for r in caplog.records)
+    saved = json.loads((empty.save(tmp_path / "out") / "labels.json").read_text())
+    assert saved["on_untrained"] == "empty" and [x["kind"] for x in saved["labels"]] == ["concept", "empty", "empty"]
+    assert saved["labels"][1]["note"] == empty.labels[2].note
+    text = segmenter.segment(phantom.image, ["brain", "zzqx blorp"], on_untrained="text")
+    assert [lab.kind for lab in text.labels.values()] == ["text", "text"]
+    assert text.voxels("brain") == phantom.image.array.size  # the model's free-text answer, kept as asked
+    only_empty = segmenter.segment(phantom.image, "brain", on_untrained="empty")  # nothing to predict
+    assert only_empty.voxels("brain") == 0 and only_empty.shape == phantom.image.shape
+    with pytest.raises(InputError, match="on_untrained must be one of"):
+        segmenter.segment(phantom.image, "liver", on_untrained="ignore")
+
+
+def test_modality_pet_reaches_the_text_queries(segmenter, phantom, monkeypatch):
+    seen = []
+    real = segmenter.queries
+    monkeypatch.setattr(segmenter, "queries", lambda texts, modality: seen.append(modality) or real(texts, modality))
+    seg = segmenter.segment(phantom.image, "liver", modality="pet")  # CT values: only the argument says PET
+    assert seen == ["pet"] and seg.modality == "pet"
+    assert not torch.allclose(real(["liver"], "pet"), real(["liver"], "ct"))  # the modality changes the query
 
 
 def test_free_text_prompts_are_reported_in_one_warning_each_kind(segmenter, caplog):
     with caplog.at_level("WARNING", logger="sat.api"):
-        segmenter.plan(["liver", "brain", "left femur", "zzqx blorp", "qqzz plorb"])
+        segmenter.plan(["liver", "brain", "left femur", "zzqx blorp", "qqzz plorb"], on_untrained="text")
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2
     assert lines[0].startswith("2 prompt(s) not in the knowledge tree") and "'qqzz plorb'" in lines[0]
@@ -142,15 +186,59 @@ def test_bad_images_give_one_line_errors(segmenter, tmp_path):
 
 
 # -- segmentation ----------------------------------------------------------------------------
-def test_segment_end_to_end_random_model(segmenter, phantom, tmp_path):
+def test_segment_from_a_file_equals_the_pipeline_done_by_hand(segmenter, phantom, tmp_path):
+    """Reading the file, standardizing, one query per member, threshold, union and inversion: nothing else."""
     path = io.save(phantom.image, tmp_path / "ct.nii.gz")
-    seg = segmenter.segment(path, ["liver", "kidneys", "zzqx blorp"], threshold=0.5)
-    assert seg.shape == phantom.image.shape and seg.labelmap.shape == phantom.image.shape
+    volume = io.load(path)
+    intensity = segmenter.config.get("intensity")
+    image, record = preprocess.standardize(volume, spacing=segmenter.spacing, ct_scale=preprocess.ct_scale_of(intensity),
+                                           ct_window=preprocess.ct_window_of(intensity))
+    names = ["liver", "left kidney", "right kidney"]
+    logits = sat.model.predict(segmenter.model, image[None], segmenter.queries(names, "ct")).numpy()
+    cut = float(np.quantile(logits, 0.6))  # a threshold that keeps a good part of every map
+    threshold = float(1 / (1 + np.exp(-cut)))
+    seg = segmenter.segment(path, ["liver", "kidneys"], threshold=threshold, largest_component=False)
+    expected = {"liver": logits[0] > cut, "kidneys": (logits[1] > cut) | (logits[2] > cut)}
+    for prompt, model_mask in expected.items():
+        want = preprocess.invert(model_mask, record, mode="nearest")
+        assert want.any() and not want.all()
+        np.testing.assert_array_equal(seg[prompt], want)
     np.testing.assert_allclose(seg.affine, phantom.image.affine, atol=1e-4)
-    assert seg["liver"].dtype == bool and seg["kidneys"].shape == phantom.image.shape
-    assert [lab.concept for lab in seg.labels.values()] == ["liver", "kidney", None]
+    assert [(lab.concept, lab.kind) for lab in seg.labels.values()] == [("liver", "concept"), ("kidney", "union")]
     assert seg.modality == "ct" and seg.meta["model"] == segmenter.name
-    assert seg.image is not None and seg.image.shape == phantom.image.shape
+
+
+def test_a_union_is_the_union_of_its_members_segmented_alone(segmenter, monkeypatch):
+    """The component rule applies to each member of a union exactly as to the member alone."""
+    boxes = {  # query text -> [(box as fractions of the model grid, logit)]; the left kidney in two pieces
+        "left kidney": [(((0.1, 0.4), (0.1, 0.4), (0.1, 0.4)), 4.0), (((0.7, 0.9), (0.7, 0.9), (0.7, 0.9)), 3.0)],
+        "right kidney": [(((0.5, 0.8), (0.1, 0.4), (0.1, 0.4)), 2.0)],
+    }
+
+    def fake(model, image, queries, **kwargs):
+        shape = image.shape[-3:]
+        out = torch.full((queries.shape[0], *shape), -8.0)
+        for i, q in enumerate(queries):
+            for text, pieces in boxes.items():
+                if torch.allclose(q, segmenter.queries([text], "ct")[0]):
+                    for box, logit in pieces:
+                        out[i][tuple(slice(int(a * n), int(b * n)) for (a, b), n in zip(box, shape, strict=True))] = logit
+        return out
+
+    monkeypatch.setattr(sat.model, "predict", fake)
+    monkeypatch.setitem(segmenter.config, "postprocess", {"largest_component": {"kidney_left": 1, "kidney_right": 1}})
+    volume = io.load((np.random.default_rng(0).normal(0, 100, (60, 50, 40)).astype(np.float32), np.eye(4) * 4),
+                     modality="ct")
+    left = segmenter.segment(volume, "left kidney")["left kidney"]
+    right = segmenter.segment(volume, "right kidney")["right kidney"]
+    union = segmenter.segment(volume, ["kidneys", "spleen"])
+    from sat.postprocess import components
+
+    assert components(left) == 1 and left.any() and right.any()  # the smaller piece was dropped
+    np.testing.assert_array_equal(union["kidneys"], left | right)
+    assert union.voxels("kidneys") == int((left | right).sum())
+    assert union.meta["largest_component"] == ["kidneys"]
+    assert np.array_equal(union.labelmap == 1, left | right)  # the dropped piece is not labelled either
 
 
 def _fake_predict(segmenter, regions):
@@ -254,10 +342,6 @@ def test_top_level_segment_caches_the_model(model_dir, phantom, monkeypatch):
     assert first.prompts == ["liver"] and second.prompts == ["spleen", "aorta"]
     assert isinstance(sat.segment(phantom.image, "liver", model=cached), sat.Segmentation)
     api._CACHE.clear()
-
-
-def test_errors_are_sat_errors():
-    assert issubclass(InputError, SATError) and issubclass(WeightsError, SATError)
 
 
 def test_presence_gating_can_be_turned_off(model_dir, phantom):

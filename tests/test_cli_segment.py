@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -61,6 +62,13 @@ def test_segment_writes_outputs(model_dir, ct_path, tmp_path, capsys):
                                                                         (2, "left kidney", "kidney_left")]
 
 
+def test_segment_modality_flag(model_dir, ct_path, tmp_path):
+    out = tmp_path / "pet"
+    assert main(["segment", str(ct_path), "-p", "liver", "-o", str(out), "--model", str(model_dir), "--modality", "pet",
+                 "--no-progress"]) == 0
+    assert json.loads((out / "labels.json").read_text())["modality"] == "pet"
+
+
 def test_segment_all_concepts(model_dir, ct_path, tmp_path):
     out = tmp_path / "all"
     assert main(["segment", str(ct_path), "--all", "-o", str(out), "--model", str(model_dir),
@@ -86,6 +94,55 @@ def test_segment_errors(args, match, model_dir, ct_path, tmp_path, capsys):
     line = _error_line(capsys)
     assert line.startswith("sat segment: error:") and match in line
     assert not out.exists()  # never a partial output
+
+
+def test_untrained_prompts_stop_with_suggestions_or_follow_the_flag(model_dir, ct_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["segment", str(ct_path), "-p", "liver", "-p", "brain", "-o", str(out), "--model", str(model_dir),
+            "--no-progress"]
+    assert main(base) == 1
+    line = _error_line(capsys)
+    assert "'brain' (brain) is not a concept model 'tiny-test' was trained on (nearest trained: " in line
+    assert "--on-untrained empty" in line and not out.exists()
+    assert main([*base, "--on-untrained", "empty"]) == 0
+    assert "not trained: empty" in capsys.readouterr().out
+    labels = json.loads((out / "labels.json").read_text())
+    assert labels["on_untrained"] == "empty"
+    brain = labels["labels"][1]
+    assert (brain["kind"], brain["concept"], brain["voxels"]) == ("empty", "brain", 0) and "empty mask" in brain["note"]
+    assert not np.asarray(nib.load(out / brain["file"]).dataobj).any()
+
+
+@pytest.mark.parametrize("overlap", ["0.95", "-0.1"])
+def test_segment_overlap_out_of_range(overlap, model_dir, ct_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", str(ct_path), "-p", "liver", "-o", str(out), "--model", str(model_dir),
+                 "--overlap", overlap]) == 1
+    assert "--overlap must be in [0, 0.9]" in _error_line(capsys) and not out.exists()
+
+
+def test_unwritable_output_fails_before_loading_anything(model_dir, ct_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    (tmp_path / "file.txt").write_text("x")
+    assert main(["segment", str(ct_path), "-p", "liver", "-o", str(tmp_path / "file.txt" / "out"),
+                 "--model", str(model_dir)]) == 1
+    assert "file.txt is a file" in _error_line(capsys)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["segment", str(ct_path), "-p", "liver", "-o", str(locked / "out"), "--model", str(model_dir)]) == 1
+        assert "cannot write to" in _error_line(capsys) and list(locked.iterdir()) == []
+
+
+def test_reused_output_keeps_no_stale_masks(model_dir, ct_path, tmp_path):
+    out = tmp_path / "out"
+    common = ["-o", str(out), "--model", str(model_dir), "--no-progress"]
+    assert main(["segment", str(ct_path), "-p", "liver", "-p", "left kidney", "--png", *common]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main(["segment", str(ct_path), "-p", "spleen", *common]) == 0
+    assert {p.name for p in out.iterdir()} == {"labelmap.nii.gz", "spleen.nii.gz", "labels.json", "notes.txt"}
+    labels = json.loads((out / "labels.json").read_text())
+    assert [x["prompt"] for x in labels["labels"]] == ["spleen"] and "overlay" not in labels
 
 
 def test_segment_output_is_a_file(model_dir, ct_path, tmp_path, capsys):
@@ -129,7 +186,7 @@ def test_models_lists_shipped(model_dir, monkeypatch, capsys, tmp_path):
 def test_help_through_the_console_entry_point():
     done = subprocess.run([sys.executable, "-m", "sat", "segment", "--help"], capture_output=True, encoding="utf-8", errors="replace",
                           timeout=120)
-    assert done.returncode == 0 and "--all" in done.stdout and "--png" in done.stdout
+    assert done.returncode == 0 and "--all" in done.stdout and "--png" in done.stdout and "--on-untrained" in done.stdout
 
 
 @pytest.mark.slow
@@ -138,7 +195,7 @@ def test_demo_runs_and_scores_against_the_phantom(model_dir, tmp_path, capsys):
 
     out = tmp_path / "demo_out"
     assert demo.main(["-o", str(out), "--model", str(model_dir), "--case", "phantom", "-p", "liver", "-p", "kidneys",
-                      "-p", "zzqx blorp"]) == 0
+                      "-p", "zzqx blorp", "--on-untrained", "text"]) == 0
     printed = capsys.readouterr().out
     assert "dice" in printed and "kidneys" in printed
     assert {p.name for p in out.iterdir()} == {"phantom_ct.nii.gz", "phantom_labels.nii.gz", "segmentation",
@@ -153,6 +210,8 @@ def test_demo_runs_and_scores_against_the_phantom(model_dir, tmp_path, capsys):
     assert np.isnan(table["reference_ml"][2]) and np.isnan(table["dice"][2])  # free text: no reference
     assert demo.main(["-o", str(tmp_path / "x"), "--model", "no-such-model", "--case", "phantom"]) == 1
     assert "unknown model" in capsys.readouterr().err
+    assert demo.main(["-o", str(tmp_path / "y"), "--model", str(model_dir), "--case", "phantom", "-p", "brain"]) == 1
+    assert "not a concept model" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -95,6 +95,40 @@ def test_modality_precedence(tmp_path):
         io.load((_ct(), AFFINE), modality="xray")
 
 
+def test_pet_is_read_from_the_dicom_tag_and_header_texts(tmp_path, caplog):
+    _write_dicom_series(tmp_path / "pt", "1.2.3.9", modality="PT")
+    assert io.load(tmp_path / "pt").modality == "pet"  # CT-like values, the tag wins
+    pet = nib.Nifti1Image(_ct(), AFFINE)  # CT-like values again: only the description can say PET
+    pet.header["descrip"] = b"FDG PET SUVbw"
+    nib.save(pet, str(tmp_path / "pet.nii.gz"))
+    with caplog.at_level("INFO", logger="sat.io"):
+        vol = io.load(tmp_path / "pet.nii.gz")
+    assert vol.modality == "pet" and vol.meta["modality_source"] == "header"
+    assert "NIfTI description 'FDG PET SUVbw'" in caplog.text
+    assert io.load(tmp_path / "pet.nii.gz", modality="ct").modality == "ct"  # the argument wins
+    pet.header["descrip"] = b"PET/CT"  # names two: no claim
+    nib.save(pet, str(tmp_path / "petct.nii.gz"))
+    assert io.load(tmp_path / "petct.nii.gz").meta["modality_source"] == "intensity"
+    img = sitk.GetImageFromArray(np.abs(_ct()).transpose(2, 1, 0))
+    img.SetMetaData("NRRD_content", "PET")
+    sitk.WriteImage(img, str(tmp_path / "pet.nrrd"))
+    assert io.load(tmp_path / "pet.nrrd").modality == "pet"
+
+
+def test_a_guessed_modality_is_logged_once_at_info_with_its_reason(tmp_path, caplog):
+    path = _write_nifti(tmp_path / "ct.nii.gz", _ct())
+    with caplog.at_level("INFO", logger="sat.io"):
+        assert io.load(path).modality == "ct"
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert "guessed as ct from intensities" in line and "below -500" in line
+    assert "modality='mr' or 'pet'" in line and "--modality" in line
+    caplog.clear()
+    with caplog.at_level("INFO", logger="sat.io"):
+        io.load(path, modality="pet")
+        io.load(io.load(path, modality="mr"))  # a Volume keeps its modality: nothing guessed
+    assert not [r for r in caplog.records if r.levelname == "INFO"]
+
+
 def test_dicom_series_lps_to_ras(tmp_path):
     _write_dicom_series(tmp_path / "dcm", "1.2.3.4", n=4)
     vol = io.load(tmp_path / "dcm")

@@ -178,3 +178,21 @@ def test_save_with_a_sheared_affine_writes_one_geometry(tmp_path, caplog):
         img = nib.load(str(out / name))
         assert int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) == 1
         np.testing.assert_allclose(img.affine, sheared, atol=1e-5)
+
+
+def test_saving_over_an_earlier_result_replaces_it_without_stale_files(seg, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    seg.save(out, overlay=True)
+    assert json.loads((out / "labels.json").read_text())["overlay"] == "overlay.png"
+    (out / "notes.txt").write_text("mine")
+    one = Segmentation({"blob": seg["blob"]}, AFFINE)
+    real_save = sat.io.save
+    monkeypatch.setattr(sat.io, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        one.save(out)  # fails while staging: the earlier result is untouched
+    assert {p.name for p in out.iterdir()} == {"Left_kidney.nii.gz", "blob.nii.gz", "labelmap.nii.gz", "labels.json",
+                                               "overlay.png", "notes.txt"}
+    monkeypatch.setattr(sat.io, "save", real_save)
+    one.save(out)
+    assert {p.name for p in out.iterdir()} == {"blob.nii.gz", "labelmap.nii.gz", "labels.json", "notes.txt"}
+    assert [x["file"] for x in json.loads((out / "labels.json").read_text())["labels"]] == ["blob.nii.gz"]

@@ -1,7 +1,9 @@
 """The one test against known-good outputs of the shipped weights (sat-tiny on the seeded phantom).
 
 The expected values live in tests/known_good_sat_tiny.json, written by
-``python benchmarks/make_known_good.py`` whenever the shipped weights change.
+``python benchmarks/make_known_good.py`` whenever the shipped weights change. Only outputs that
+overlap their reference are pinned (not the shipped model's wrong-sided "left kidney"; laterality
+is tested in world coordinates on real people).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def test_shipped_sat_tiny_matches_known_good_outputs():
         pytest.fail(f"{KNOWN_GOOD.name} is missing: run `python benchmarks/make_known_good.py` and commit it")
     expected = json.loads(KNOWN_GOOD.read_text())
     script = _script()
+    assert list(expected["prompts"]) == script.PROMPTS
+    for prompt, want in expected["prompts"].items():  # never pin an answer that misses its structure
+        assert want["dice"] is None or want["dice"] >= script.MIN_DICE, (prompt, want)
     sha = script.weights_sha256(api.model_dir("sat-tiny"))
     assert sha == expected["weights_sha256"], (
         "the shipped sat-tiny weights changed since the known-good outputs were recorded; "

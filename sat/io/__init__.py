@@ -115,19 +115,24 @@ def _check_finite(array: np.ndarray, name: str) -> None:
             )
 
 
-def infer_modality(array: np.ndarray) -> str:
-    """Guess ``"ct"`` or ``"mr"`` from intensities: CT is in Hounsfield units (air near -1000).
+def guess_modality(array: np.ndarray) -> tuple[str, str]:
+    """Guess ``"ct"`` or ``"mr"`` from intensities, and say why: CT is in Hounsfield units (air near -1000).
 
-    A volume is CT when at least 1 % of its voxels are below -500 and its 99.5th
-    percentile is below 5000; otherwise ``"mr"``. PET is never guessed: pass
-    ``modality="pet"`` (DICOM files say it themselves).
+    A volume is CT when at least 1 % of its voxels are below -500 and its 99.5th percentile is
+    below 5000; otherwise ``"mr"``. PET is never guessed (its values look like MR's): pass
+    ``modality="pet"``, or let the DICOM Modality tag or a NIfTI description say so.
     """
     flat = array.reshape(-1)
     step = max(1, flat.size // 1_000_000)
     sample = np.asarray(flat[::step], dtype=np.float32)
-    if np.mean(sample < -500) >= 0.01 and np.percentile(sample, 99.5) < 5000:
-        return "ct"
-    return "mr"
+    below, top = float(np.mean(sample < -500)), float(np.percentile(sample, 99.5))
+    why = f"{100 * below:.1f}% of voxels below -500, 99.5th percentile {top:.0f}"
+    return ("ct" if below >= 0.01 and top < 5000 else "mr"), why
+
+
+def infer_modality(array: np.ndarray) -> str:
+    """``"ct"`` or ``"mr"`` from intensities (:func:`guess_modality`)."""
+    return guess_modality(array)[0]
 
 
 def _to_label_array(array: np.ndarray, name: str) -> np.ndarray:
@@ -181,12 +186,14 @@ def load(src: Any, *, modality: str | None = None) -> Volume:
     Args:
         src: path (``.nii``, ``.nii.gz``, ``.mgz``, ``.nrrd``, a folder with one DICOM
             series), a nibabel image, a :class:`Volume`, or ``(array, affine)``.
-        modality: ``"ct" | "mr" | "pet"``; wins over the DICOM Modality tag, which wins
-            over the intensity guess of :func:`infer_modality`. The file name is never used.
+        modality: ``"ct" | "mr" | "pet"``; wins over the DICOM Modality tag or a header text that
+            names one (NIfTI description, NRRD content, MetaImage Modality: "PET", "PT", "SUV", "FDG"
+            -> pet), which win over the intensity guess of :func:`guess_modality` (CT or MR only,
+            logged at INFO with its reason). The file name is never used.
 
     Returns:
         Volume with ``array`` float32 ``[X, Y, Z]`` and a RAS+ ``affine``; ``meta["modality_source"]``
-        is ``"argument" | "dicom" | "intensity"``.
+        is ``"argument" | "dicom" | "header" | "volume" | "intensity"``.
 
     Raises:
         InputError: missing file, 2D or 4D image, NaN/inf voxels, empty array, singular
@@ -209,9 +216,15 @@ def load(src: Any, *, modality: str | None = None) -> Volume:
     elif stored is not None:
         modality = stored
         meta.setdefault("modality_source", "dicom" if meta.get("format") == "dicom" else "volume")
+        if meta["modality_source"] == "header":
+            log.info("%s: modality %s from its %s; pass modality=... (CLI: --modality) if wrong",
+                     name, modality, meta.get("modality_hint", "header"))
     else:
-        modality = infer_modality(array)
+        modality, why = guess_modality(array)
         meta["modality_source"] = "intensity"
+        others = " or ".join(repr(m) for m in MODALITIES if m != modality)
+        log.info("%s: modality guessed as %s from intensities (%s); if wrong pass modality=%s (CLI: --modality)",
+                 name, modality, why, others)
     log.debug("loaded %s: shape %s, modality %s (%s)", name, array.shape, modality, meta["modality_source"])
     return Volume(array=array, affine=affine, modality=modality, meta=meta)
 

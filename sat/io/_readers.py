@@ -10,6 +10,7 @@ are converted here so that ``affine @ [i, j, k, 1]`` is the RAS+ position in mm.
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,34 @@ from sat.errors import InputError
 log = logging.getLogger(__name__)
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# words of a free-text header field (NIfTI descrip, NRRD content, MetaImage Modality) that name a modality
+_MODALITY_WORDS = {"pet": "pet", "pt": "pet", "suv": "pet", "fdg": "pet", "psma": "pet", "ct": "ct", "mr": "mr",
+                   "mri": "mr"}
+_SITK_TEXT_KEYS = ("Modality", "NRRD_content", "content", "descrip")
 _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, RuntimeError)
 
 
 def corrupt(path: Path, err: BaseException) -> InputError:
     reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
     return InputError(f"{path}: file is truncated or corrupt ({reason}); re-export or re-copy it")
+
+
+def modality_from_text(text: str) -> str | None:
+    """The modality a header's free text names ("PET FDG" -> "pet", "MET_MOD_CT" -> "ct"); None when it
+    names none or several ("PET/CT": the CT of a PET/CT study may carry it too).
+
+    >>> modality_from_text("FDG PET, SUVbw"), modality_from_text("dcm2niix TE=2.3"), modality_from_text("PET/CT")
+    ('pet', None, None)
+    """
+    found = {_MODALITY_WORDS[w] for w in re.split(r"[^a-z0-9]+", str(text).lower()) if w in _MODALITY_WORDS}
+    return found.pop() if len(found) == 1 else None
+
+
+def _header_modality(meta: dict[str, Any], text: str, field: str) -> None:
+    """Record the modality a header text names (``modality``, ``modality_source="header"``, ``modality_hint``)."""
+    modality = modality_from_text(text)
+    if modality is not None:
+        meta.update(modality=modality, modality_source="header", modality_hint=f"{field} {text.strip()!r}")
 
 
 def from_nibabel(img: Any, name: str, *, label: bool) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -37,6 +60,10 @@ def from_nibabel(img: Any, name: str, *, label: bool) -> tuple[np.ndarray, np.nd
         array = np.asarray(img.dataobj, dtype=np.float32) if img.dataobj.dtype != np.float32 else np.asanyarray(img.dataobj)
     array = np.asarray(array)
     meta = {"source": name, "format": type(img).__name__, "dtype": str(img.get_data_dtype())}
+    header = getattr(img, "header", None)
+    if not label and header is not None and "descrip" in header:
+        descrip = np.asarray(header["descrip"]).tobytes().split(b"\0")[0].decode("latin-1")
+        _header_modality(meta, descrip, "NIfTI description")
     return array, np.asarray(img.affine, dtype=np.float64), meta
 
 
@@ -110,4 +137,7 @@ def read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         raise corrupt(path, err) from err
     array, affine = sitk_to_numpy(image)
     meta = {"source": str(path), "format": path.suffix.lower().lstrip("."), "dtype": str(array.dtype)}
+    for key in _SITK_TEXT_KEYS:
+        if image.HasMetaDataKey(key) and "modality" not in meta:
+            _header_modality(meta, image.GetMetaData(key), f"header field {key}")
     return array, affine, meta

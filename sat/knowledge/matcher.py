@@ -4,8 +4,12 @@ Built once when the tree loads. Lookups, in order:
 1. exact key (normalised words, see ``sat.knowledge.normalize``);
 2. bag key (same words in any order);
 3. the same after dropping a leading modality word ("ct liver", "mri_brain");
-4. typo correction: each unknown word longer than 4 letters is replaced by known words within
-   edit distance 2, and steps 1-2 are retried.
+4. a side word + an unsided concept ("L" + "kidney" -> left kidney), also when the side is glued
+   to an unknown word ("rtkidney", "Lkidney", "kidneyleft", "RLung": side words of
+   ``sat.knowledge.normalize.LATERALITY``);
+5. typo correction: each unknown word longer than 4 letters is replaced by known words within
+   edit distance 2, and steps 1-2 are retried. A correction never drops a glued side word: it
+   is refused when the word without its side affix is closer to it ("rtkidney" is never "kidney").
 Nothing else: a prompt that fails all of them is unknown (never a silent guess).
 """
 
@@ -16,7 +20,7 @@ import itertools
 import re
 from collections import defaultdict
 
-from sat.knowledge.normalize import edit_distance, words
+from sat.knowledge.normalize import LATERALITY, edit_distance, words
 
 INSTRUCTION = re.compile(r"^\s*(please\s+)?(segment|delineate|contour|outline|mask|find|show|label)\s+(the|all|both)\s+",
                          re.IGNORECASE)
@@ -24,6 +28,39 @@ PARENTHESES = re.compile(r"\([^)]*\)")
 MODALITY_WORDS = frozenset({"ct", "mr", "mri", "pet"})
 GENERIC_WORDS = frozenset({"muscle", "gland", "bone", "organ", "proper", "area", "volume", "mask", "segmentation"})
 MAX_COMBINATIONS = 32
+# side words that can be glued to a word, longest first ("rt" before "r")
+SIDE_AFFIXES = tuple(sorted((w for w in LATERALITY if w.isalpha()), key=lambda w: (-len(w), w)))
+
+
+def glued_sides(token: str, *, single_letter_suffix: bool = False) -> list[tuple[str, str]]:
+    """(side, rest) for each way ``token`` is a side word glued to a word of 3+ letters.
+
+    Prefixes may be one letter ("Lkidney"); suffixes need two or more ("kidneyleft", "kidneyrt"),
+    unless ``single_letter_suffix`` ("renall" is a typo far more often than "renal, left").
+
+    >>> glued_sides("rtkidney")
+    [('right', 'kidney'), ('right', 'tkidney')]
+    >>> glued_sides("kidneyleft")[0]
+    ('left', 'kidney')
+    """
+    out = []
+    for affix in SIDE_AFFIXES:
+        if len(token) - len(affix) < 3:
+            continue
+        if token.startswith(affix) and token[len(affix):].isalpha():
+            out.append((LATERALITY[affix], token[len(affix):]))
+        suffix_ok = len(affix) > 1 or single_letter_suffix
+        if suffix_ok and token.endswith(affix) and token[: -len(affix)].isalpha():
+            out.append((LATERALITY[affix], token[: -len(affix)]))
+    return out
+
+
+def drops_side(token: str, fix: str) -> bool:
+    """Whether correcting ``token`` to ``fix`` amounts to deleting a side word glued to it
+    (``fix`` is closer to the token without that side word: "rtkidney" -> "kidney", "kidneyl" -> "kidney")."""
+    limit = len(token)
+    return any(edit_distance(rest, fix, limit) < edit_distance(token, fix, limit)
+               for _, rest in glued_sides(token, single_letter_suffix=True))
 
 
 class TermIndex:
@@ -112,7 +149,7 @@ class TermIndex:
         hit, how = self._plain(toks)
         if hit is not None:
             return hit, how
-        if (hit := self._sided(toks)) is not None:
+        if (hit := self._sided(toks)) is not None or (hit := self._glued(toks)) is not None:
             return hit, "laterality"
         hits = set()
         for fixed in self._typo_variants(toks):
@@ -120,6 +157,20 @@ class TermIndex:
             if hit is not None:
                 hits.add(hit)
         return (hits.pop(), "typo") if len(hits) == 1 else (None, "none")
+
+    def _glued(self, toks: list[str]) -> str | None:
+        """A side glued to an unknown word: "rtkidney" -> "right kidney" -> the right kidney (one answer only)."""
+        hits = set()
+        for i, tok in enumerate(toks):
+            if tok in self.vocab:
+                continue
+            for side, rest in glued_sides(tok):
+                split = [*toks[:i], side, *words(rest), *toks[i + 1:]]
+                hit = self._plain(split)[0] or self._sided(split)
+                found = {hit} if hit is not None else {
+                    self._direct(fixed) or self._sided(fixed, strict=True) for fixed in self._typo_variants(split)}
+                hits |= found - {None}
+        return hits.pop() if len(hits) == 1 else None
 
     def corrections(self, word: str, limit: int = 2) -> list[tuple[int, str]]:
         """Known words (4+ letters) within edit distance ``limit`` of an unknown word longer than 4 letters."""
@@ -141,7 +192,7 @@ class TermIndex:
             if tok in self.vocab:
                 options.append([tok])
                 continue
-            fixes = self.corrections(tok)
+            fixes = [(d, w) for d, w in self.corrections(tok) if not drops_side(tok, w)]
             if not fixes:
                 return []
             best = fixes[0][0]

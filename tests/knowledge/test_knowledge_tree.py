@@ -153,3 +153,35 @@ def test_labelled_descendants_among(tree: sk.KnowledgeTree) -> None:
     assert [c.id for c in tree.labelled_descendants("lumbar_vertebra", among=trained)] == ["vertebrae_l1", "vertebrae_l2"]
     assert tree.labelled_descendants("spleen", among=trained) == []
     assert [c.id for c in tree.labelled_descendants("kidney")] == ["kidney"]  # AbdomenCT-1K labels both kidneys as one
+
+
+@pytest.mark.parametrize(("prompt", "cid"), [
+    ("rtkidney", "kidney_right"), ("Lkidney", "kidney_left"), ("RLung", "lung_right"), ("Rfemur", "femur_right"),
+    ("ltkidney", "kidney_left"), ("leftkidney", "kidney_left"), ("kidneyleft", "kidney_left"),
+    ("Rkidny", "kidney_right"), ("Lfemurs", "femur_left"), ("Lhippocampus", "hippocampus_left"),
+    ("Niere links", "kidney_left"), ("linke Niere", "kidney_left"), ("rechte Niere", "kidney_right"),
+    ("Lunge rechts", "lung_right"), ("ren sinister", "kidney_left"),
+])
+def test_a_side_glued_or_in_another_language_is_kept(tree: sk.KnowledgeTree, prompt: str, cid: str) -> None:
+    assert tree.resolve(prompt).id == cid
+
+
+@pytest.mark.parametrize("prompt", ["kidneyl", "KidneyR", "lliver", "rlkidney"])
+def test_a_side_that_cannot_be_kept_fails_with_suggestions_instead_of_being_dropped(tree, prompt: str) -> None:
+    """One-letter side suffixes are ambiguous with typos ("renall"): refuse rather than drop the side."""
+    with pytest.raises(UnknownTermError) as info:
+        tree.resolve(prompt)
+    assert info.value.suggestions
+
+
+def test_typo_correction_still_works_away_from_sides(tree: sk.KnowledgeTree) -> None:
+    assert [tree.match(p) for p in ("hearrt", "rectun", "lungg")] == [
+        (tree["heart"], "typo"), (tree["rectum"], "typo"), (tree["lung"], "typo")]
+
+
+def test_nearest_among_prefers_the_named_structures_relatives_and_side(tree: sk.KnowledgeTree) -> None:
+    trained = ["hip_left", "hip_right", "kidney_left", "kidney_right", "liver", "spinal_cord", "lung_lower_lobe_left"]
+    assert [c.id for c in tree.nearest_among("right femur", trained, k=2)] == ["hip_right", "kidney_right"]
+    assert tree.nearest_among("brain", trained, k=1)[0].id == "spinal_cord"
+    assert tree.nearest_among("left lung", trained, k=1)[0].id == "lung_lower_lobe_left"
+    assert len(tree.nearest_among("zzqx blorp", trained, k=3)) == 3 and tree.nearest_among("liver", [], k=3) == []

@@ -94,3 +94,16 @@ def test_load_encoder_accepts_a_local_bert_directory(base_encoder):
 
     other = load_encoder(base_model_dir())
     assert torch.allclose(other.encode(["spleen"]), base_encoder.encode(["spleen"]), atol=1e-6)
+
+
+def test_the_encoder_and_the_knowledge_tree_share_one_list_of_side_words():
+    from sat import knowledge
+    from sat.knowledge.normalize import LATERALITY, LEFT_WORDS, RIGHT_WORDS
+
+    tree = knowledge.load()
+    assert not LEFT_WORDS & RIGHT_WORDS
+    for word in LEFT_WORDS | RIGHT_WORDS:  # every side word means the same side to both
+        side = 1 if word in LEFT_WORDS else 2
+        assert laterality_of(f"{word} kidney") == side, word
+        assert LATERALITY[word] == ("left", "right")[side - 1]
+        assert tree.resolve(f"{word} kidney").id == ("kidney_left", "kidney_right")[side - 1], word
