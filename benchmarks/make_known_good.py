@@ -8,9 +8,9 @@ Run after the shipped weights change, and commit the JSON with them::
 counts and Dice against the phantom's labels with this file.
 
 Only outputs that overlap their reference are recorded (Dice >= ``MIN_DICE``): a known-good file
-must never pin a wrong answer: "left kidney" is left out, since the shipped sat-tiny puts it on
-the patient's right (Dice 0 on the phantom); laterality is checked in world coordinates on real
-people instead.
+must never pin a wrong answer (the single-person sat-tiny of runs 1-15 put "left kidney" on the
+patient's right, so it was left out then; run 16 finds it, Dice 0.98). Laterality is also checked
+in world coordinates on real people (tests/test_laterality_realdata.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "known_good_sat_tiny.json"
 MODEL = "sat-tiny"
-PROMPTS = ["liver", "spleen", "right kidney", "kidneys", "aorta", "lumbar vertebrae"]
+PROMPTS = ["liver", "spleen", "left kidney", "right kidney", "kidneys", "aorta", "lumbar vertebrae"]
 MIN_DICE = 0.1  # an output below this against the phantom's own labels is not "known good"
 PHANTOM = {"spacing": [3.0, 3.0, 3.0], "shape": [96, 96, 96], "seed": 0}  # one 96^3 window: fast
 
@@ -36,7 +36,8 @@ def compute(model: str = MODEL) -> dict:
     """Segment the phantom with the shipped model; per prompt: concept, voxels, Dice vs phantom labels."""
     from sat import api
     from sat.data.phantom import make_phantom
-    from sat.demo import dice, reference_mask
+    from sat.demo import reference_mask
+    from sat.evaluation.metrics import dice
 
     phantom = make_phantom(spacing=tuple(PHANTOM["spacing"]), shape=tuple(PHANTOM["shape"]), seed=PHANTOM["seed"])
     seg = api.load_model(model, device="cpu").segment(phantom.image, PROMPTS)

@@ -79,6 +79,7 @@ def predict_specialists(
 def predict_sat(data: Path, work: Path, model_name: str, *, overlap: float) -> tuple[dict, list[dict]]:
     """SAT segmentation (``sat segment`` output folders) of every case -> ({case key: folder}, cost rows)."""
     import sat
+    from sat.data.cards import load_card
     from sat.evaluation.labels import read_mapping
 
     segmenter = sat.load_model(model_name, device="cpu")
@@ -92,7 +93,8 @@ def predict_sat(data: Path, work: Path, model_name: str, *, overlap: float) -> t
             log.warning("SAT model knows none of the classes of %s: its case counts as missing", case["dataset"])
             continue
         start = time.perf_counter()
-        seg = segmenter.segment(data / case["image"], prompts, overlap=overlap)
+        modality = load_card(card(case["dataset"])).modality  # the card says it; never left to a guess
+        seg = segmenter.segment(data / case["image"], prompts, overlap=overlap, modality=modality)
         seconds = time.perf_counter() - start
         out = seg.save(work / "sat" / case["dataset"] / case["case"])
         paths[(case["dataset"], case["case"])] = out

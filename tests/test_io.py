@@ -120,7 +120,7 @@ def test_a_guessed_modality_is_logged_once_at_info_with_its_reason(tmp_path, cap
     with caplog.at_level("INFO", logger="sat.io"):
         assert io.load(path).modality == "ct"
     (line,) = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
-    assert "guessed as ct from intensities" in line and "below -500" in line
+    assert "guessed as ct from intensities" in line and "below -100" in line
     assert "modality='mr' or 'pet'" in line and "--modality" in line
     caplog.clear()
     with caplog.at_level("INFO", logger="sat.io"):
@@ -284,3 +284,12 @@ def test_headers_without_orientation_or_with_two_geometries_warn(tmp_path, caplo
     assert len(lines) == 2, lines
     assert "bare.nii.gz: the header holds no orientation" in lines[0]
     assert "two.nii.gz: the qform and sform" in lines[1] and "mm apart" in lines[1]
+
+
+def test_ct_stored_in_a_soft_tissue_window_is_recognised_as_ct():
+    """BTCV-style CT (clipped to [-125, 275] HU: air reads -125) is CT, not MR; MR is never negative."""
+    rng = np.random.default_rng(0)
+    windowed = np.clip(rng.normal(-200.0, 300.0, (40, 40, 20)), -125, 275).astype(np.float32)
+    assert io.guess_modality(windowed)[0] == "ct"
+    mr = rng.gamma(2.0, 150.0, (40, 40, 20)).astype(np.float32)
+    assert io.guess_modality(mr)[0] == "mr"

@@ -74,7 +74,8 @@ def per_person(df: pd.DataFrame, targets: Mapping[str, Sequence[str]], *,
     """One row per (method, dataset, case): the mean of each metric over the dataset's ``targets``.
 
     Only target structures present in the reference count (``gt_voxels > 0`` where that column
-    exists); ``n_targets`` says how many. Datasets without targets are left out.
+    exists); ``n_targets`` says how many. Datasets without targets, and cases a method made no
+    prediction for (``status`` "missing"), are left out.
 
     Example:
         >>> df = pd.DataFrame({"method": "SAT", "dataset": "ct", "case": ["p1", "p1", "p2"],
@@ -86,6 +87,8 @@ def per_person(df: pd.DataFrame, targets: Mapping[str, Sequence[str]], *,
     rows = rows[[c in targets[d] for d, c in zip(rows["dataset"], rows["concept"], strict=True)]]
     if "gt_voxels" in rows.columns:
         rows = rows[rows["gt_voxels"] > 0]
+    if "status" in rows.columns:
+        rows = rows[rows["status"] != "missing"]
     metrics = [m for m in metrics if m in rows.columns]
     keys = [k for k in ("method", "split", "dataset", "case") if k in rows.columns]
     out = rows.groupby(keys, sort=True)[metrics].mean().reset_index()

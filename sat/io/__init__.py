@@ -118,15 +118,17 @@ def _check_finite(array: np.ndarray, name: str) -> None:
 def guess_modality(array: np.ndarray) -> tuple[str, str]:
     """Guess ``"ct"`` or ``"mr"`` from intensities, and say why: CT is in Hounsfield units (air near -1000).
 
-    A volume is CT when at least 1 % of its voxels are below -500 and its 99.5th percentile is
-    below 5000; otherwise ``"mr"``. PET is never guessed (its values look like MR's): pass
+    A volume is CT when at least 1 % of its voxels are below -100 (air and fat in Hounsfield units;
+    MR and PET intensities are not negative) and its 99.5th percentile is below 5000; otherwise
+    ``"mr"``. The -100 bound also recognises CT stored in a soft-tissue window (e.g. BTCV's
+    [-125, 275] HU, whose air reads -125). PET is never guessed (its values look like MR's): pass
     ``modality="pet"``, or let the DICOM Modality tag or a NIfTI description say so.
     """
     flat = array.reshape(-1)
     step = max(1, flat.size // 1_000_000)
     sample = np.asarray(flat[::step], dtype=np.float32)
-    below, top = float(np.mean(sample < -500)), float(np.percentile(sample, 99.5))
-    why = f"{100 * below:.1f}% of voxels below -500, 99.5th percentile {top:.0f}"
+    below, top = float(np.mean(sample < -100)), float(np.percentile(sample, 99.5))
+    why = f"{100 * below:.1f}% of voxels below -100, 99.5th percentile {top:.0f}"
     return ("ct" if below >= 0.01 and top < 5000 else "mr"), why
 
 
