@@ -2,8 +2,8 @@
 
 The expected values live in tests/known_good_sat_tiny.json, written by
 ``python benchmarks/make_known_good.py`` whenever the shipped weights change. Only outputs that
-overlap their reference are pinned (not the shipped model's wrong-sided "left kidney"; laterality
-is tested in world coordinates on real people).
+overlap their reference are pinned, so a wrong answer is never frozen in; laterality is also
+tested in world coordinates on real people (tests/test_laterality_realdata.py).
 """
 
 from __future__ import annotations
