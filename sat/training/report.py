@@ -30,6 +30,7 @@ import pandas as pd
 
 from sat._defaults import PRESENCE_VETO
 from sat.data.cards import DatasetCard, load_card
+from sat.evaluation.metrics import dice
 
 __all__ = ["evaluate_model", "grid_ceiling", "main"]
 
@@ -44,11 +45,6 @@ COLUMNS = ["dataset", "case", "split", "concept", "in_reference", "dice", "grid_
            "predicted_voxels"]
 
 
-def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    total = int(pred.sum()) + int(ref.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
-
-
 def grid_ceiling(mask: np.ndarray, affine: np.ndarray, spacing: Sequence[float]) -> float:
     """Dice an ideal model could reach at ``spacing``: the mask's voxel occupancy resampled into
     model space and back (linear both ways, as predictions are), thresholded at 0.5."""
@@ -58,7 +54,7 @@ def grid_ceiling(mask: np.ndarray, affine: np.ndarray, spacing: Sequence[float])
     # any modality: with normalize=False it only keeps sat.io from guessing one from intensities
     volume = sat.io.load((mask.astype(np.float32), affine), modality="mr")
     occupancy, record = standardize(volume, spacing=spacing, normalize=False)
-    return _dice(invert(occupancy[0], record, mode="linear") >= 0.5, mask)
+    return dice(invert(occupancy[0], record, mode="linear") >= 0.5, mask)
 
 
 def evaluate_model(
@@ -118,7 +114,7 @@ def evaluate_model(
             for concept in wanted:
                 pred, ref = np.asarray(seg[concept], bool), label == value_of[concept]
                 rows.append({"dataset": card.name, "case": source.case, "split": card.split_of(source.case, source.split),
-                             "concept": concept, "in_reference": concept in present, "dice": _dice(pred, ref),
+                             "concept": concept, "in_reference": concept in present, "dice": dice(pred, ref),
                              "grid_ceiling": grid_ceiling(ref, image.affine, segmenter.spacing)
                              if concept in present else np.nan,
                              "reference_voxels": int(ref.sum()), "predicted_voxels": int(pred.sum())})

@@ -10,20 +10,9 @@ from conftest import TINY_NET
 
 from sat.model import build_model
 from sat.training.export import export_model
-from sat.training.report import _dice, evaluate_model, grid_ceiling, main
+from sat.training.report import evaluate_model, grid_ceiling, main
 
 CARDS = Path(__file__).resolve().parents[2] / "datasets"
-
-
-def test_dice_edge_cases():
-    a = np.zeros((4, 4), bool)
-    assert _dice(a, a) == 1.0
-    b = a.copy()
-    b[0] = True
-    assert _dice(a, b) == 0.0
-    c = b.copy()
-    c[1] = True
-    assert _dice(b, c) == pytest.approx(2 * 4 / 12)
 
 
 def test_grid_ceiling_thick_and_thin_structures():
