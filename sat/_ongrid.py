@@ -18,7 +18,7 @@ from sat.postprocess import largest_component
 
 log = logging.getLogger(__name__)
 
-__all__ = ["to_input_grid"]
+__all__ = ["probabilities_on_input_grid", "to_input_grid"]
 
 
 def to_input_grid(logits: list[torch.Tensor], plans: Sequence[Any], record, threshold: float,
@@ -202,3 +202,15 @@ class _LazyMask:
 
     def full(self, shape: tuple[int, ...]) -> np.ndarray:
         return self.lookup.paint(self.mask, shape)
+
+
+def probabilities_on_input_grid(logits: list[torch.Tensor], plans: Sequence[Any], record) -> dict[str, np.ndarray]:
+    """Prompt -> float32 probabilities on the input grid (sigmoid in model space, nearest inversion:
+    the same model voxel decides a voxel's mask and probability; 0 outside a crop)."""
+    from sat.preprocess import invert
+
+    out = {}
+    for plan, logit in zip(plans, logits, strict=True):
+        prob = torch.sigmoid(logit.detach().to(device="cpu", dtype=torch.float32))
+        out[plan.prompt] = invert(prob.numpy(), record, mode="nearest").astype(np.float32, copy=False)
+    return out

@@ -36,7 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("--modality", choices=["ct", "mr", "pet"], help="default: from DICOM tags or intensities")
     seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     seg.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
-    seg.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
+    seg.add_argument("--overlap", type=float, default=None,
+                     help="sliding-window overlap (default: the model's, 0.25 for SAT's own models)")
     seg.add_argument("--no-presence-gating", action="store_true",
                      help="keep mask logits where the presence head judges a prompt absent")
     seg.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",
@@ -45,6 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="keep every connected component (default: one piece for the structures the model "
                      "learnt as one piece, see sat.postprocess)")
     seg.add_argument("--png", action="store_true", help="also write overlay.png (axial, coronal, sagittal)")
+    seg.add_argument("--probabilities", action="store_true",
+                     help="also write probabilities/<prompt>.nii.gz (float32 probabilities on the input grid)")
     seg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     seg.set_defaults(func=run_segment)
 
@@ -73,8 +76,9 @@ def run_segment(args: argparse.Namespace) -> int:
         prompts = args.prompt
     seg = segmenter.segment(volume, prompts, overlap=args.overlap, threshold=args.threshold,
                             presence_gating=not args.no_presence_gating, presence_veto=args.presence_veto,
-                            largest_component=not args.keep_all_components, progress=not args.no_progress)
-    seg.save(out)
+                            largest_component=not args.keep_all_components, progress=not args.no_progress,
+                            probabilities=args.probabilities)
+    seg.save(out, probabilities=args.probabilities)
     table = seg.volumes_ml()
     table["concept"] = table["concept"].fillna("-")
     table.insert(3, "as", [_how(lab) for lab in seg.labels.values()])

@@ -38,6 +38,7 @@ __all__ = ["Label", "Segmentation"]
 
 LABELMAP_NAME = "labelmap.nii.gz"
 LABELS_NAME = "labels.json"
+PROBABILITIES_DIR = "probabilities"
 _RESERVED = {"labelmap", "labels", "overlay"}
 
 
@@ -102,6 +103,24 @@ class _MaskView(Mapping):
         return len(self._seg.prompts)
 
 
+class _Probabilities(Mapping):
+    """Read-only mapping prompt -> float32 probabilities on the input grid (when computed)."""
+
+    def __init__(self, seg: Segmentation, arrays: Mapping[str, np.ndarray] | None) -> None:
+        self._seg, self._arrays = seg, dict(arrays or {})
+
+    def __getitem__(self, prompt: str) -> np.ndarray:
+        if not self._arrays:
+            raise KeyError("probabilities were not kept; segment with probabilities=True (CLI: --probabilities)")
+        return self._arrays[self._seg._key(prompt)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+
 class Segmentation:
     """Masks for a list of prompts on the grid of the segmented image.
 
@@ -117,7 +136,8 @@ class Segmentation:
 
     Attributes:
         affine, labelmap, labels (value -> :class:`Label`), masks (prompt -> bool array),
-        image, modality, meta.
+        image, modality, meta, probabilities (prompt -> float32 array of the input's shape; empty
+        unless segmented with ``probabilities=True``).
 
     Example:
         >>> m = np.zeros((3, 3, 3), bool); m[1, 1, 1] = True
@@ -153,6 +173,7 @@ class Segmentation:
     ) -> Segmentation:
         self = cls.__new__(cls)
         self._init(crops, shape, affine, labelmap, kw.get("labels"), kw.get("image"), kw.get("modality"), kw.get("meta"))
+        self.probabilities = _Probabilities(self, kw.get("probabilities"))
         return self
 
     def _init(self, crops, shape, affine, labelmap, labels, image, modality, meta) -> None:
@@ -174,6 +195,7 @@ class Segmentation:
         self.modality = modality
         self.meta = dict(meta or {})
         self.masks: Mapping[str, np.ndarray] = _MaskView(self)
+        self.probabilities: Mapping[str, np.ndarray] = _Probabilities(self, None)
 
     # -- access ---------------------------------------------------------------------------
     @property
@@ -241,8 +263,9 @@ class Segmentation:
         return {**asdict(lab), "members": list(lab.members), "voxels": voxels, "ml": round(voxels * self.voxel_ml, 3)}
 
     # -- output ---------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``labelmap.nii.gz``, one ``<prompt>.nii.gz`` mask per prompt and ``labels.json``.
+    def save(self, directory: str | os.PathLike, *, probabilities: bool = False) -> Path:
+        """Write ``labelmap.nii.gz``, one ``<prompt>.nii.gz`` mask per prompt and ``labels.json``
+        (``probabilities``: also ``probabilities/<prompt>.nii.gz``, float32).
 
         Every file has the input's shape and affine. The files are written to a hidden
         folder beside ``directory`` and moved into place only when all are complete
@@ -270,12 +293,24 @@ class Segmentation:
                                     prompt, name) for prompt, name in files.items()]
                 for future in done:
                     future.result()
+            probs = self._save_probabilities(stage, files) if probabilities else []
             (stage / LABELS_NAME).write_text(json.dumps(self._labels_json(files), indent=2) + "\n", encoding="utf-8")
-            _move_into(stage, out, [LABELMAP_NAME, *files.values(), LABELS_NAME])
+            _move_into(stage, out, [LABELMAP_NAME, *files.values(), *probs, LABELS_NAME])
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         log.debug("wrote %d masks, %s and %s to %s", len(files), LABELMAP_NAME, LABELS_NAME, out)
         return out
+
+    def _save_probabilities(self, stage: Path, files: dict[str, str]) -> list[str]:
+        from sat.io import save as save_nifti
+
+        if not len(self.probabilities):
+            raise InputError("no probabilities to save; segment with probabilities=True first")
+        (stage / PROBABILITIES_DIR).mkdir()
+        names = [f"{PROBABILITIES_DIR}/{files[p]}" for p in self.prompts]
+        for prompt, name in zip(self.prompts, names, strict=True):
+            save_nifti(np.asarray(self.probabilities[prompt], dtype=np.float32), stage / name, affine=self.affine)
+        return names
 
     def _file_names(self) -> dict[str, str]:
         names: dict[str, str] = {}
@@ -337,4 +372,5 @@ def _move_into(stage: Path, out: Path, names: list[str]) -> None:
         except OSError:
             out.mkdir(parents=True, exist_ok=True)
     for name in names:
+        (out / name).parent.mkdir(exist_ok=True)
         os.replace(stage / name, out / name)
