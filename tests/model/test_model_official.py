@@ -15,8 +15,14 @@ from sat.model import build_model, count_parameters
 from sat.model.config import PRESETS
 from sat.model.lean import lean_forward
 from sat.model.network import SATNet
-from sat.model.official import official_key, read_state_dict, text_config, vision_config, vision_state
-from tests.model.conftest import save_vision
+from sat.model.official import (
+    official_key,
+    read_state_dict,
+    text_config,
+    vision_config,
+    vision_state,
+)
+from tests.official_fixtures import save_vision
 
 # parameters of the original networks without the deep-supervision heads (the authors' counts), minus
 # the two extra input channels of the first conv (folded into one) and the unused norm1 of each decoder layer
