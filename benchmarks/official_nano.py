@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -50,10 +51,10 @@ def child_window(args: argparse.Namespace) -> dict:
     image = torch.randn(1, 1, *WINDOW)
     queries = torch.randn(args.queries, model.config.text_dim)
     before = _rss_gib()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     predict(model, image, queries, overlap=0.5, official_blend=True)
-    return {"seconds": round(time.perf_counter() - t0, 1), "peak_rss_gib": round(_rss_gib(), 2),
-            "rss_before_gib": round(before, 2)}
+    return {"seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(time.process_time() - cpu0, 1),
+            "peak_rss_gib": round(_rss_gib(), 2), "rss_before_gib": round(before, 2)}
 
 
 def child_reference(args: argparse.Namespace) -> dict:
@@ -71,16 +72,17 @@ def child_reference(args: argparse.Namespace) -> dict:
         model = sat.load_model(folder, device="cpu")
         meta = json.loads((ref / "meta.json").read_text(encoding="utf-8"))
         before = _rss_gib()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         seg = model.segment(ref / "ct.nii.gz", meta["prompts"], modality="ct", probabilities=True)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     expected = np.load(ref / "expected.npy", mmap_mode="r")
     worst, flips = 0.0, 0
     for i, prompt in enumerate(meta["prompts"]):
         prob, exp = seg.probabilities[prompt], np.asarray(expected[i])
         worst = max(worst, float(np.abs(prob.astype(np.float64) - exp).max()))
         flips += int((seg[prompt] != (exp > 0.5)).sum())
-    return {"seconds": round(seconds, 1), "peak_rss_gib": round(_rss_gib(), 2), "rss_before_gib": round(before, 2),
+    return {"seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "peak_rss_gib": round(_rss_gib(), 2),
+            "rss_before_gib": round(before, 2),
             "queries": len(meta["prompts"]), "max_abs_diff_probability": worst, "mask_voxels_differing": flips}
 
 
@@ -90,7 +92,8 @@ def _spawn(kind: str, args: argparse.Namespace) -> dict:
     for flag in ("reference", "tokenizer", "vocabulary"):
         if getattr(args, flag):
             cmd += [f"--{flag}", str(getattr(args, flag))]
-    done = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT, env=env)
     if done.returncode:
         sys.exit(f"{kind} run failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -105,16 +108,17 @@ def _report(results: dict, args: argparse.Namespace) -> str:
         f"{args.threads} threads, float32, random weights, one {'x'.join(map(str, WINDOW))} window, "
         f"{args.queries} queries.",
         "",
-        "| | seconds per window | peak RSS (GiB) |",
-        "|---|---:|---:|",
-        f"| original code (authors' scripts; idle machine) | {args.original_seconds:g} | {args.original_gib:g} |",
-        f"| SAT, `{args.preset}` (slab-wise forward, original blending) | {win['seconds']:g} | {win['peak_rss_gib']:g} |",
+        "| | seconds per window | CPU seconds | peak RSS (GiB) |",
+        "|---|---:|---:|---:|",
+        f"| original code (authors' scripts; idle machine) | {args.original_seconds:g} | - | {args.original_gib:g} |",
+        f"| SAT, `{args.preset}` (slab-wise forward, original blending) | {win['seconds']:g} | {win['cpu_seconds']:g} | "
+        f"{win['peak_rss_gib']:g} |",
     ]
     if "reference" in results:
         ref = results["reference"]
         lines += [
             f"| SAT, imported checkpoints, whole `segment()` (text encoder included) | {ref['seconds']:g} | "
-            f"{ref['peak_rss_gib']:g} |",
+            f"{ref['cpu_seconds']:g} | {ref['peak_rss_gib']:g} |",
             "",
             f"Exactness against the original forward (the authors' code, same seeded random weights, a CT in RAS "
             f"at 1x1x3 mm with every voxel > 0 HU): largest per-voxel difference of the probabilities "

@@ -83,7 +83,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"checkpoint {path} does not exist; give the path of the downloaded .pth file")
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            # memory-mapped when possible: the optimizer state (twice the weights) is never read
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = found.group(1) if found else "an object that is not a tensor"
