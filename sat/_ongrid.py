@@ -18,7 +18,7 @@ from sat.postprocess import largest_component
 
 log = logging.getLogger(__name__)
 
-__all__ = ["to_input_grid"]
+__all__ = ["probabilities_on_input_grid", "to_input_grid"]
 
 
 def to_input_grid(logits: Sequence[torch.Tensor | Sequence[torch.Tensor]], plans: Sequence[Any], record,
@@ -236,3 +236,23 @@ class _LazyMask:
 
     def full(self, shape: tuple[int, ...]) -> np.ndarray:
         return self.lookup.paint(self.mask, shape)
+
+
+def probabilities_on_input_grid(logits: list, plans: Sequence[Any], record) -> dict[str, np.ndarray]:
+    """Prompt -> float32 probabilities on the input grid (sigmoid in model space, nearest inversion:
+    the same model voxel decides a voxel's mask and probability; 0 outside a crop).
+
+    ``logits`` holds one tensor, or one tuple of member tensors, per plan: a union's probability
+    is its most probable member's; a plan with no member (an empty answer) is 0 everywhere.
+    """
+    from sat.preprocess import invert
+
+    out = {}
+    for plan, logit in zip(plans, logits, strict=True):
+        members = (logit,) if isinstance(logit, torch.Tensor) else tuple(logit)
+        if not members:
+            out[plan.prompt] = np.zeros(tuple(record.original_shape), np.float32)
+            continue
+        top = torch.stack([m.detach().to(device="cpu", dtype=torch.float32) for m in members]).amax(0)
+        out[plan.prompt] = invert(torch.sigmoid(top).numpy(), record, mode="nearest").astype(np.float32, copy=False)
+    return out

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from sat._defaults import PRESENCE_VETO
+from sat._ongrid import probabilities_on_input_grid as _probabilities_on_input_grid
 from sat._ongrid import to_input_grid as _to_input_grid
 from sat.errors import InputError, WeightsError
 from sat.knowledge.prompts import PromptPlan as _Plan
@@ -105,7 +106,7 @@ def load_model(name_or_dir: str | os.PathLike = DEFAULT_MODEL, *, device: str = 
         raise
     except Exception as exc:  # anything else a broken folder can raise
         raise WeightsError(f"cannot load the model in {folder} ({type(exc).__name__}: {exc}); re-save it") from exc
-    encoder = load_encoder(config.get("text_encoder", "default"))
+    encoder = load_encoder(config.get("text_encoder", "default"), model_dir=folder, vocabulary=config.get("vocabulary"))
     name = str(name_or_dir) if str(name_or_dir) in shipped_models() else folder.name
     return Segmenter(model, config, text_encoder=encoder, device=dev, name=name)
 
@@ -184,6 +185,11 @@ class Segmenter:
         return list(self.config.get("concepts") or [])
 
     @property
+    def inference(self) -> dict[str, Any]:
+        """The model's inference defaults (config ``inference``: overlap, preprocess, blend), may be empty."""
+        return dict(self.config.get("inference") or {})
+
+    @property
     def spacing(self) -> tuple[float, float, float]:
         """Model-space voxel size in mm."""
         return tuple(float(s) for s in self.model.config.spacing)  # type: ignore[return-value]
@@ -220,12 +226,13 @@ class Segmenter:
         *,
         modality: str | None = None,
         on_untrained: str = "error",
-        overlap: float = 0.25,
+        overlap: float | None = None,
         threshold: float = 0.5,
         presence_gating: bool = True,
         presence_veto: float = PRESENCE_VETO,
         largest_component: bool = True,
         progress: bool = False,
+        probabilities: bool = False,
     ) -> Segmentation:
         """Segment ``prompts`` in ``image``.
 
@@ -242,7 +249,7 @@ class Segmenter:
                 the prompt as free text (open vocabulary, unvalidated). Why the default refuses: the
                 model outputs a mask for any query, even one it never learnt, and a silent empty
                 mask would read as "structure absent", which is a clinical claim.
-            overlap: sliding-window overlap in [0, 1).
+            overlap: sliding-window overlap in [0, 1); default: the model's (config ``inference``), else 0.25.
             threshold: probability above which a voxel is in a mask, in (0, 1).
             presence_gating: let a window veto a prompt its presence head calls very unlikely
                 there (the rule of :mod:`sat.model.inference`); False keeps the mask logits alone.
@@ -251,6 +258,9 @@ class Segmenter:
                 model lists as one piece for inputs of this depth (:mod:`sat.postprocess`; a union
                 applies it to each member); False keeps every component.
             progress: show a progress bar over the sliding windows.
+            probabilities: also keep ``seg.probabilities[prompt]``, float32 probabilities on the
+                input grid (nearest, like the masks: above ``threshold`` where the mask is, before
+                the connected-component rule).
 
         Returns:
             :class:`Segmentation` on the input grid (bool masks, labelmap 1..N in prompt order,
@@ -266,6 +276,7 @@ class Segmenter:
         from sat import io
         from sat.model.network import veto_logit
 
+        overlap = float(self.inference.get("overlap", 0.25)) if overlap is None else overlap
         if not 0.0 < float(threshold) < 1.0:
             raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
         if not 0.0 <= float(overlap) < 1.0:
@@ -280,6 +291,7 @@ class Segmenter:
         slices = int(record.model_shape[2])  # axial slices in model space (RAS: axis 2)
         largest = [_one_piece(p, rule, slices) for p in plans]
         crops, labelmap = _to_input_grid(logits, plans, record, threshold, largest)
+        probs = _probabilities_on_input_grid(logits, plans, record) if probabilities else None
         labels = [
             Label(value=i, prompt=p.prompt, concept=p.concept.id if p.concept else None,
                   name=p.concept.name if p.concept else None, kind=p.kind, members=p.members,
@@ -292,7 +304,8 @@ class Segmenter:
                 "largest_component": [p.prompt for p, keep in zip(plans, largest, strict=True) if any(keep)],
                 "model_spacing": list(self.spacing), "warnings": warnings}
         return Segmentation._from_crops(crops, volume.shape, volume.affine, labelmap, labels=labels,
-                                        image=volume.array, modality=volume.modality, meta=meta)
+                                        image=volume.array, modality=volume.modality, meta=meta,
+                                        probabilities=probs)
 
     def _input_warnings(self, volume) -> list[str]:
         """What the result's reader should know about the input: the reader's geometry corrections
@@ -316,14 +329,17 @@ class Segmenter:
 
         texts = list(dict.fromkeys(t for p in plans for t in p.texts))
         intensity = self.config.get("intensity")
+        official = self.inference.get("preprocess") == "official"
         image, record = standardize(volume, spacing=self.spacing, ct_scale=ct_scale_of(intensity),
-                                    ct_window=ct_window_of(intensity))
+                                    ct_window=ct_window_of(intensity), crop_foreground="positive" if official else False,
+                                    normalize="official" if official else True)
         if not texts:  # every prompt is answered by an empty mask: nothing to predict
             return [() for _ in plans], record
         queries = self.queries(texts, volume.modality).to(self.device)
         with torch.inference_mode():
             raw = predict(self.model, image[None].to(self.device), queries, overlap=overlap,
-                          presence_gating=presence_gating, presence_veto=presence_veto, progress=progress)
+                          presence_gating=presence_gating, presence_veto=presence_veto, progress=progress,
+                          official_blend=self.inference.get("blend") == "official")
         index = {t: i for i, t in enumerate(texts)}
         return [tuple(raw[index[t]] for t in plan.texts) for plan in plans], record
 
@@ -336,12 +352,13 @@ def segment(
     modality: str | None = None,
     on_untrained: str = "error",
     device: str = "auto",
-    overlap: float = 0.25,
+    overlap: float | None = None,
     threshold: float = 0.5,
     presence_gating: bool = True,
     presence_veto: float = PRESENCE_VETO,
     largest_component: bool = True,
     progress: bool = False,
+    probabilities: bool = False,
 ) -> Segmentation:
     """Segment a 3D volume from text prompts (loads the model once per process and caches it).
 
@@ -361,6 +378,7 @@ def segment(
             is below ``presence_veto`` (see Segmenter.segment).
         largest_component: apply the model's connected-component rule (:mod:`sat.postprocess`).
         progress: show a progress bar.
+        probabilities: also keep ``seg.probabilities[prompt]`` (float32, input grid).
 
     Returns:
         :class:`~sat.segmentation.Segmentation`: ``seg["liver"]`` is a bool array of the input's shape.
@@ -379,4 +397,4 @@ def segment(
         segmenter = _CACHE[key]
     return segmenter.segment(image, prompts, modality=modality, on_untrained=on_untrained, overlap=overlap,
                              threshold=threshold, presence_gating=presence_gating, presence_veto=presence_veto,
-                             largest_component=largest_component, progress=progress)
+                             largest_component=largest_component, progress=progress, probabilities=probabilities)

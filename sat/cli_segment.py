@@ -44,8 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      "'not segmented'), or text (free-text query, unvalidated)")
     seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     seg.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
-    seg.add_argument("--overlap", type=float, default=0.25,
-                     help=f"sliding-window overlap in [0, {MAX_OVERLAP}] (default 0.25)")
+    seg.add_argument("--overlap", type=float, default=None,
+                     help=f"sliding-window overlap in [0, {MAX_OVERLAP}] (default: the model's, 0.25 for SAT's own models)")
     seg.add_argument("--no-presence-gating", action="store_true",
                      help="keep mask logits where the presence head judges a prompt absent")
     seg.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",
@@ -54,6 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="keep every connected component (default: one piece for the structures the model "
                      "learnt as one piece, see sat.postprocess)")
     seg.add_argument("--png", action="store_true", help="also write overlay.png (axial, coronal, sagittal)")
+    seg.add_argument("--probabilities", action="store_true",
+                     help="also write probabilities/<prompt>.nii.gz (float32 probabilities on the input grid)")
     seg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     seg.set_defaults(func=run_segment)
 
@@ -71,7 +73,7 @@ def run_segment(args: argparse.Namespace) -> int:
     out = Path(args.output).expanduser()
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is a file; give a folder path with -o")
-    if not 0.0 <= args.overlap <= MAX_OVERLAP:
+    if args.overlap is not None and not 0.0 <= args.overlap <= MAX_OVERLAP:
         raise InputError(f"--overlap must be in [0, {MAX_OVERLAP}], got {args.overlap}; 0.25 or 0.5 is usual")
     if not args.all:
         api._check_prompts(args.prompt)  # fail before anything is loaded
@@ -87,8 +89,8 @@ def run_segment(args: argparse.Namespace) -> int:
     seg = segmenter.segment(volume, prompts, on_untrained=args.on_untrained, overlap=args.overlap,
                             threshold=args.threshold, presence_gating=not args.no_presence_gating,
                             presence_veto=args.presence_veto, largest_component=not args.keep_all_components,
-                            progress=not args.no_progress)
-    seg.save(out, overlay=args.png)
+                            progress=not args.no_progress, probabilities=args.probabilities)
+    seg.save(out, overlay=args.png, probabilities=args.probabilities)
     table = seg.volumes_ml()
     table["concept"] = table["concept"].fillna("-")
     table.insert(3, "as", [_how(lab) for lab in seg.labels.values()])

@@ -106,9 +106,13 @@ def _sample(values: np.ndarray) -> np.ndarray:
     return values.reshape(-1)[::step]
 
 
-def _foreground_box(array: np.ndarray, modality: str | None, margin: np.ndarray) -> list[list[int]]:
-    """Bounding box [start, stop) per axis of the body (CT: > -500 HU; else > 2 % of the range)."""
-    if modality == "ct":
+def _foreground_box(array: np.ndarray, modality: str | None, margin: np.ndarray, *,
+                    positive: bool = False) -> list[list[int]]:
+    """Bounding box [start, stop) per axis of the body (CT: > -500 HU; else > 2 % of the range;
+    ``positive``: voxels > 0, the original SAT's rule)."""
+    if positive:
+        threshold = 0.0
+    elif modality == "ct":
         threshold = CT_WINDOW[0]
     else:
         sample = _sample(array)
@@ -158,6 +162,20 @@ def normalize_intensity(
         std = max(float(stats_from.std(dtype=np.float64)), 1e-6)
     out = array.clamp(lo, hi).sub_(mean).div_(std)
     return out, {"clip": [float(lo), float(hi)], "mean": mean, "std": std}
+
+
+def normalize_official(array: torch.Tensor, modality: str | None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The original SAT's normalisation over every voxel (not in place): CT clipped to
+    :data:`CT_WINDOW`, other modalities to their 0.5-99.5 percentiles; then z-scored (float64 statistics)."""
+    flat = array.reshape(-1).double()
+    if modality == "ct":
+        lo, hi = CT_WINDOW
+    else:
+        lo, hi = (float(v) for v in np.percentile(flat.numpy(), PERCENTILES))
+    clipped = flat.clamp_(lo, hi)
+    mean, std = float(clipped.mean()), max(float(clipped.std(correction=0)), 1e-12)
+    out = array.clamp(lo, hi).sub_(mean).div_(std)
+    return out, {"clip": [float(lo), float(hi)], "mean": mean, "std": std, "rule": "official"}
 
 
 def ct_scale_of(intensity: Any) -> tuple[float, float] | None:
@@ -246,8 +264,8 @@ def standardize(
     *,
     spacing: float | Sequence[float] = (1.5, 1.5, 1.5),
     orientation: str = "RAS",
-    crop_foreground: bool = False,
-    normalize: bool = True,
+    crop_foreground: bool | str = False,
+    normalize: bool | str = True,
     margin_mm: float = 10.0,
     ct_scale: tuple[float, float] | None = CT_SCALE,
     ct_window: tuple[float, float] = CT_WINDOW,
@@ -258,8 +276,10 @@ def standardize(
         volume: a :class:`~sat.io.Volume` or anything :func:`sat.io.load` accepts.
         spacing: target voxel size in mm (one number or 3, in ``orientation`` axis order).
         orientation: target axis codes, e.g. ``"RAS"``.
-        crop_foreground: crop to the body's bounding box plus ``margin_mm`` first.
-        normalize: apply :func:`normalize_intensity` for ``volume.modality``.
+        crop_foreground: crop to the body's bounding box plus ``margin_mm`` first;
+            ``"positive"``: to the bounding box of the voxels > 0, no margin (the original SAT).
+        normalize: apply :func:`normalize_intensity` for ``volume.modality``;
+            ``"official"``: :func:`normalize_official`.
         ct_scale: CT (center, scale) in HU, or ``None`` for a per-scan z-score
             (see :func:`normalize_intensity`).
         ct_window: CT clip range in HU (:data:`CT_WINDOW`; models trained on windowed sets use
@@ -278,8 +298,9 @@ def standardize(
     volume = volume if isinstance(volume, Volume) else load(volume)
     spacing = _as_spacing(spacing)
     if crop_foreground:
-        margin = np.ceil(margin_mm / np.asarray(volume.spacing)).astype(int)
-        box = _foreground_box(volume.array, volume.modality, margin)
+        positive = crop_foreground == "positive"
+        margin = np.zeros(3, int) if positive else np.ceil(margin_mm / np.asarray(volume.spacing)).astype(int)
+        box = _foreground_box(volume.array, volume.modality, margin, positive=positive)
     else:
         box = [[0, n] for n in volume.shape]
     record = _plan(volume, spacing, orientation.upper(), box)
@@ -287,7 +308,9 @@ def standardize(
     data = _crop(np.asarray(volume.array, dtype=np.float32), box)
     data = _grid.resize_linear(torch.from_numpy(np.ascontiguousarray(data))[None], record.resampled_shape)
     data = torch.from_numpy(_grid.reorient(data.numpy(), np.asarray(record.ornt), channel_first=True))
-    if normalize:
+    if normalize == "official":
+        data, record.intensity = normalize_official(data, volume.modality)
+    elif normalize:
         data, record.intensity = normalize_intensity(data, volume.modality, ct_scale=ct_scale,
                                                          ct_window=ct_window)
     return data.contiguous(), record

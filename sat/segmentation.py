@@ -39,6 +39,7 @@ __all__ = ["Label", "Segmentation"]
 LABELMAP_NAME = "labelmap.nii.gz"
 LABELS_NAME = "labels.json"
 OVERLAY_NAME = "overlay.png"
+PROBABILITIES_DIR = "probabilities"
 _RESERVED = {"labelmap", "labels", "overlay"}
 
 
@@ -111,6 +112,24 @@ class _MaskView(Mapping):
         return len(self._seg.prompts)
 
 
+class _Probabilities(Mapping):
+    """Read-only mapping prompt -> float32 probabilities on the input grid (when computed)."""
+
+    def __init__(self, seg: Segmentation, arrays: Mapping[str, np.ndarray] | None) -> None:
+        self._seg, self._arrays = seg, dict(arrays or {})
+
+    def __getitem__(self, prompt: str) -> np.ndarray:
+        if not self._arrays:
+            raise KeyError("probabilities were not kept; segment with probabilities=True (CLI: --probabilities)")
+        return self._arrays[self._seg._key(prompt)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+
 class Segmentation:
     """Masks for a list of prompts on the grid of the segmented image.
 
@@ -126,7 +145,8 @@ class Segmentation:
 
     Attributes:
         affine, labelmap, labels (value -> :class:`Label`), masks (prompt -> bool array),
-        image, modality, meta.
+        image, modality, meta, probabilities (prompt -> float32 array of the input's shape; empty
+        unless segmented with ``probabilities=True``).
 
     Example:
         >>> m = np.zeros((3, 3, 3), bool); m[1, 1, 1] = True
@@ -162,6 +182,7 @@ class Segmentation:
     ) -> Segmentation:
         self = cls.__new__(cls)
         self._init(crops, shape, affine, labelmap, kw.get("labels"), kw.get("image"), kw.get("modality"), kw.get("meta"))
+        self.probabilities = _Probabilities(self, kw.get("probabilities"))
         return self
 
     def _init(self, crops, shape, affine, labelmap, labels, image, modality, meta) -> None:
@@ -183,6 +204,7 @@ class Segmentation:
         self.modality = modality
         self.meta = dict(meta or {})
         self.masks: Mapping[str, np.ndarray] = _MaskView(self)
+        self.probabilities: Mapping[str, np.ndarray] = _Probabilities(self, None)
 
     # -- access ---------------------------------------------------------------------------
     @property
@@ -251,9 +273,10 @@ class Segmentation:
                 "ml": round(voxels * self.voxel_ml, 3)}
 
     # -- output ---------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike, *, overlay: bool = False) -> Path:
+    def save(self, directory: str | os.PathLike, *, overlay: bool = False, probabilities: bool = False) -> Path:
         """Write ``labelmap.nii.gz``, one ``<prompt>.nii.gz`` mask per prompt and ``labels.json``
-        (and ``overlay.png`` with ``overlay=True``).
+        (``overlay=True``: also ``overlay.png``; ``probabilities=True``: also
+        ``probabilities/<prompt>.nii.gz``, float32).
 
         Every file has the input's shape and affine (sform and qform alike; a sheared affine is
         written as sform only, see :func:`sat.io.save`). The files are written to a hidden
@@ -290,6 +313,8 @@ class Segmentation:
             if overlay:
                 self.overlay_png(stage / OVERLAY_NAME)
                 written.append(OVERLAY_NAME)
+            if probabilities:
+                written += self._save_probabilities(stage, files)
             (stage / LABELS_NAME).write_text(json.dumps(self._labels_json(files, overlay), indent=2) + "\n",
                                              encoding="utf-8")
             _move_into(stage, out, written)
@@ -297,6 +322,17 @@ class Segmentation:
             shutil.rmtree(stage, ignore_errors=True)
         log.debug("wrote %d masks, %s and %s to %s", len(files), LABELMAP_NAME, LABELS_NAME, out)
         return out
+
+    def _save_probabilities(self, stage: Path, files: dict[str, str]) -> list[str]:
+        from sat.io import save as save_nifti
+
+        if not len(self.probabilities):
+            raise InputError("no probabilities to save; segment with probabilities=True first")
+        (stage / PROBABILITIES_DIR).mkdir()
+        names = [f"{PROBABILITIES_DIR}/{files[p]}" for p in self.prompts]
+        for prompt, name in zip(self.prompts, names, strict=True):
+            save_nifti(np.asarray(self.probabilities[prompt], dtype=np.float32), stage / name, affine=self.affine)
+        return names
 
     def _file_names(self) -> dict[str, str]:
         names: dict[str, str] = {}
@@ -375,6 +411,7 @@ def _move_into(stage: Path, out: Path, names: list[str]) -> None:
     stale = _previous_outputs(out) - set(names) - {LABELS_NAME}
     (out / LABELS_NAME).unlink(missing_ok=True)
     for name in names:
+        (out / name).parent.mkdir(exist_ok=True)
         os.replace(stage / name, out / name)
     for name in sorted(stale):
         (out / name).unlink(missing_ok=True)

@@ -15,6 +15,10 @@ and the normaliser ``sum_w g_w`` is an outer product of three profiles. Only (wi
 prompt) pairs judged present cost a mask product and an accumulation, so the cost of many
 prompts grows with how many are present per window, not with how many are asked.
 
+``official=True`` blends as the original SAT does: probabilities (not logits) are averaged
+with a gaussian centred on voxel ``size // 2`` of the window (sigma = window / 8, no floor),
+without presence gating; the result is returned as logits of those probabilities.
+
 Example:
     >>> import torch
     >>> from sat.model import build_model
@@ -40,11 +44,12 @@ FLOOR = 1e-2  # smallest value of each 1D gaussian factor (window corners: FLOOR
 SIGMA_SCALE = 0.125
 
 
-def gaussian_profile(size: int) -> torch.Tensor:
-    """[size] float32 1D gaussian (peak 1, sigma = size / 8), floored at ``FLOOR``."""
-    t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
+def gaussian_profile(size: int, *, official: bool = False) -> torch.Tensor:
+    """[size] float32 1D gaussian (peak 1, sigma = size / 8), floored at ``FLOOR``
+    (``official``: centred on ``size // 2``, not floored)."""
+    t = torch.arange(size, dtype=torch.float64) - (size // 2 if official else (size - 1) / 2.0)
     g = torch.exp(-(t**2) / (2.0 * (SIGMA_SCALE * size) ** 2))
-    return g.clamp_(min=FLOOR).float()
+    return (g if official else g.clamp_(min=FLOOR)).float()
 
 
 def scan_interval(size: Sequence[int], roi: Sequence[int], overlap: float) -> tuple[int, ...]:
@@ -94,8 +99,19 @@ def _accumulate(out: torch.Tensor, item: tuple, slices: list) -> None:
 
 
 def _forward(model: SATNet, win: torch.Tensor, queries: torch.Tensor, weight: torch.Tensor, *, gate: bool,
-             veto: float, lean: bool):
-    """((lean, a, b) as read by :func:`_accumulate`, kept query indices [K], presence logits [B, N])."""
+             veto: float, lean: bool, official: bool = False):
+    """((lean, a, b) as read by :func:`_accumulate`, kept query indices [K], presence logits [B, N]).
+
+    ``official``: ``a`` holds probabilities (all queries, no gating) instead of logits.
+    """
+    if official:
+        if lean:
+            out = lean_forward(model, win, queries, slab=16)
+            logits, presence = out.logits, out.presence
+        else:
+            feats, emb, _, presence = model.window_parts(win, queries, gate=False)
+            logits = SATNet.mask_logits_from(feats, emb)
+        return (True, logits.sigmoid_(), weight), torch.arange(queries.shape[0]), presence
     if not lean:
         feats, emb, keep, presence = model.window_parts(win, queries, weight, gate=gate, veto=veto)
         return (False, feats, emb), keep, presence
@@ -115,6 +131,7 @@ def blend(
     lean: bool = False,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
+    official: bool = False,
 ) -> torch.Tensor:
     """Blended logits ``[N, X, Y, Z]`` (``dtype``) of every query over an image at least one window large.
 
@@ -130,7 +147,9 @@ def blend(
         dtype: dtype of the accumulated output (contributions are normalised before they are
             added, so float16 keeps its precision).
         progress: show a progress bar over window batches.
+        official: blend probabilities as the original SAT (see this module's docstring).
     """
+    gate = gate and not official
     size = tuple(int(s) for s in image.shape[2:])
     roi = tuple(int(r) for r in model.config.patch_size)
     n, device = queries.shape[0], image.device
@@ -139,7 +158,7 @@ def blend(
     cells = [tuple(starts[a].index(int(s[a].start)) for a in range(3)) for s in slices]
     # per axis [window positions, size]: each position's 1D weight divided by the axis' sum over
     # positions; the normalised 3D weight of a window is the outer product of its three rows
-    profiles = [_profiles(st, n_a, gaussian_profile(r).to(device))
+    profiles = [_profiles(st, n_a, gaussian_profile(r, official=official).to(device))
                 for st, n_a, r in zip(starts, size, roi, strict=True)]
     out = torch.zeros((n, *size), dtype=dtype, device=device)
     absent = torch.zeros((n, *(len(st) for st in starts)), dtype=torch.float32, device=device)
@@ -151,7 +170,7 @@ def blend(
     for indices in batches:
         win = torch.cat([image[(slice(None), slice(None), *slices[i])] for i in indices])
         w = torch.stack([_window_weight(profiles, cells[i], slices[i]) for i in indices])[:, None]
-        part, keep, presence = _forward(model, win, queries, w, gate=gate, veto=veto, lean=lean)
+        part, keep, presence = _forward(model, win, queries, w, gate=gate, veto=veto, lean=lean, official=official)
         present = ~vetoed(presence, veto) if gate else torch.ones_like(presence, dtype=torch.bool)
         for b, i in enumerate(indices):
             absent[(slice(None), *cells[i])] = torch.where(present[b], 0.0, presence[b])
@@ -159,4 +178,6 @@ def blend(
     for q in range(n):
         if bool(absent[q].any()):
             out[q] += _absent_sum(absent[q], profiles)
+    if official:  # blended probabilities -> their logits, in place
+        out.logit_(eps=torch.finfo(dtype).eps)
     return out

@@ -49,6 +49,16 @@ class ModelConfig:
         spacing: model-space voxel spacing in mm (images are resampled to it before inference).
         patch_size: sliding-window size in voxels (each axis divisible by ``2**(len(widths)-1)``).
         negative_slope: LeakyReLU slope.
+        token_hidden: hidden width of the visual-token projection (0: ``query_dim``).
+        token_norm: LayerNorm on the projected visual tokens.
+        head_activation: GELU after the last linear layer of the token projection and of the
+            mask heads (as the original SAT networks).
+        ffn_activation: ``"gelu"`` or ``"relu"`` in the query-decoder feed-forward blocks.
+        presence_head: predict whether each query is present in a window (False: every query
+            counts as present, presence gating never vetoes).
+        query_projection: project text embeddings to ``query_dim`` with an MLP (False: used as
+            they are; needs ``text_dim == query_dim``).
+        upsample_bias: bias on the decoder's transposed convolutions.
     """
 
     preset: str = "custom"
@@ -68,6 +78,13 @@ class ModelConfig:
     spacing: tuple[float, ...] = (3.0, 3.0, 3.0)
     patch_size: tuple[int, ...] = (96, 96, 96)
     negative_slope: float = 0.01
+    token_hidden: int = 0
+    token_norm: bool = True
+    head_activation: bool = False
+    ffn_activation: str = "gelu"
+    presence_head: bool = True
+    query_projection: bool = True
+    upsample_bias: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +120,10 @@ class ModelConfig:
             problems.append(f"token_levels must be in 1..{n}")
         if not 0 <= self.deep_supervision <= n - 2:
             problems.append(f"deep_supervision must be in 0..{n - 2}")
+        if self.ffn_activation not in ("gelu", "relu"):
+            problems.append(f"ffn_activation must be 'gelu' or 'relu', got {self.ffn_activation!r}")
+        if not self.query_projection and self.text_dim != self.query_dim:
+            problems.append(f"query_projection=False needs text_dim == query_dim ({self.text_dim} != {self.query_dim})")
         if len(self.spacing) != 3 or len(self.patch_size) != 3:
             problems.append("spacing and patch_size need 3 values")
         elif any(p % self.divisor for p in self.patch_size):
@@ -188,6 +209,22 @@ PRESETS: dict[str, ModelConfig] = {
         patch_size=(288, 288, 96),
     ),
 }
+
+# The original SAT networks (GitHub zhaoziheng/SAT, Maskformer with the 'UNET' / 'UNET-L' backbone) as
+# configurations of SATNet; `sat import-official` maps their released weights onto these.
+_OFFICIAL = dict(
+    query_dim=768, text_dim=768, decoder_layers=6, heads=8, ffn_dim=2048, token_levels=6, deep_supervision=0,
+    spacing=(1.0, 1.0, 3.0), patch_size=(288, 288, 96), token_norm=False, head_activation=True,
+    ffn_activation="relu", presence_head=False, query_projection=False, upsample_bias=True,
+)
+PRESETS["sat-official-nano"] = ModelConfig(
+    preset="sat-official-nano", widths=(64, 64, 128, 256, 512, 768), depths=(2,) * 6, decoder_depths=(2,) * 5,
+    token_hidden=768, mask_hidden=256, **_OFFICIAL,
+)
+PRESETS["sat-official-pro"] = ModelConfig(
+    preset="sat-official-pro", widths=(128, 128, 256, 512, 1024, 1536), depths=(3,) * 6, decoder_depths=(3,) * 5,
+    token_hidden=1536, mask_hidden=384, **_OFFICIAL,
+)
 
 
 def get_config(spec: str | dict[str, Any] | ModelConfig) -> ModelConfig:

@@ -21,9 +21,13 @@ from torch import nn
 __all__ = ["positional_encoding_3d", "QueryDecoder", "VisualTokens", "mlp"]
 
 
-def mlp(din: int, hidden: int, dout: int) -> nn.Sequential:
-    """Linear -> GELU -> Linear."""
-    return nn.Sequential(nn.Linear(din, hidden), nn.GELU(), nn.Linear(hidden, dout))
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+
+def mlp(din: int, hidden: int, dout: int, *, activation: str = "gelu", final_gelu: bool = False) -> nn.Sequential:
+    """Linear -> activation -> Linear (-> GELU when ``final_gelu``)."""
+    layers = [nn.Linear(din, hidden), _ACTIVATIONS[activation](), nn.Linear(hidden, dout)]
+    return nn.Sequential(*layers, nn.GELU()) if final_gelu else nn.Sequential(*layers)
 
 
 def positional_encoding_3d(grid: Sequence[int], dim: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -58,14 +62,16 @@ class VisualTokens(nn.Module):
 
     Input: encoder features finest first; the last ``len(widths)`` maps are used.
     Output: tokens [B, T, query_dim] and the positional encoding [T, query_dim].
+    ``hidden``: width of the projection's hidden layer (0: ``query_dim``); ``norm``: LayerNorm
+    on the tokens; ``final_gelu``: GELU after the projection's last layer.
     """
 
-    def __init__(self, widths: Sequence[int], query_dim: int) -> None:
+    def __init__(self, widths: Sequence[int], query_dim: int, *, hidden: int = 0, norm: bool = True,
+                 final_gelu: bool = False) -> None:
         super().__init__()
         self.widths = tuple(widths)
-        total = sum(self.widths)
-        self.proj = nn.Sequential(nn.Linear(total, query_dim), nn.GELU(), nn.Linear(query_dim, query_dim))
-        self.norm = nn.LayerNorm(query_dim)
+        self.proj = mlp(sum(self.widths), hidden or query_dim, query_dim, final_gelu=final_gelu)
+        self.norm = nn.LayerNorm(query_dim) if norm else nn.Identity()
 
     def forward(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         feats = list(feats)[-len(self.widths):]
@@ -92,15 +98,18 @@ def _block_mean(f: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm layer: (optional self-attention), cross-attention to visual tokens, feed-forward."""
+    """Pre-norm layer: (optional self-attention), cross-attention to visual tokens, feed-forward.
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, *, self_attention: bool) -> None:
+    The keys are ``memory + pos``, the values ``memory``; queries carry no position.
+    """
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, *, self_attention: bool, activation: str = "gelu") -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True) if self_attention else None
         self.norm_self = nn.LayerNorm(dim) if self_attention else None
         self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm_cross = nn.LayerNorm(dim)
-        self.ffn = mlp(dim, ffn_dim, dim)
+        self.ffn = mlp(dim, ffn_dim, dim, activation=activation)
         self.norm_ffn = nn.LayerNorm(dim)
 
     def forward(
@@ -125,10 +134,12 @@ class QueryDecoder(nn.Module):
     ``pad_mask`` [B, N] bool (True = padding) is used only by self-attention.
     """
 
-    def __init__(self, dim: int, *, layers: int, heads: int, ffn_dim: int, self_attention: bool = False) -> None:
+    def __init__(self, dim: int, *, layers: int, heads: int, ffn_dim: int, self_attention: bool = False,
+                 activation: str = "gelu") -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            DecoderLayer(dim, heads, ffn_dim, self_attention=self_attention) for _ in range(layers)
+            DecoderLayer(dim, heads, ffn_dim, self_attention=self_attention, activation=activation)
+            for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim)
 

@@ -152,18 +152,20 @@ def _as_5d(image: torch.Tensor) -> torch.Tensor:
     return image.float()
 
 
-def _pad_to(image: torch.Tensor, roi: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    """Pad (with the image minimum, i.e. background) to at least ``roi``; return the crop back."""
+def _pad_to(image: torch.Tensor, roi: Sequence[int], *, official: bool = False) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Pad (with the image minimum, i.e. background; ``official``: with 0 at the high end, as the
+    original SAT) to at least ``roi``; return the crop back."""
     size = image.shape[2:]
     if all(s >= r for s, r in zip(size, roi, strict=True)):
         return image, tuple(slice(None) for _ in size)
     pads, crop = [], []
     for s, r in zip(size, roi, strict=True):
         diff = max(r - s, 0)
-        pads.append((diff // 2, diff - diff // 2))
-        crop.append(slice(diff // 2, diff // 2 + s))
+        before = 0 if official else diff // 2
+        pads.append((before, diff - before))
+        crop.append(slice(before, before + s))
     flat = [p for pair in reversed(pads) for p in pair]
-    return F.pad(image, flat, value=float(image.min())), tuple(crop)
+    return F.pad(image, flat, value=0.0 if official else float(image.min())), tuple(crop)
 
 
 def predict(
@@ -179,6 +181,7 @@ def predict(
     presence_veto: float = VETO,
     lean: bool | None = None,
     progress: bool = False,
+    official_blend: bool = False,
 ) -> torch.Tensor:
     """Logits of every query over a whole model-space volume.
 
@@ -197,6 +200,8 @@ def predict(
         lean: use the slab-wise forward (default: when a full-resolution activation of one
             window exceeds ``LEAN_BYTES``).
         progress: show a progress bar over windows.
+        official_blend: pad, weight and blend as the original SAT (zero padding at the high end,
+            probabilities averaged, no presence gating: see :mod:`sat.model.blend`).
 
     Returns:
         [N, X, Y, Z] logits (float32 or ``accumulate_dtype``) on the input grid.
@@ -210,7 +215,7 @@ def predict(
     config = model.config
     roi = tuple(config.patch_size)
     n = queries.shape[0]
-    padded, crop = _pad_to(image, roi)
+    padded, crop = _pad_to(image, roi, official=official_blend)
     if accumulate_dtype is None:
         big = 4 * n * padded[0, 0].numel() > _FP16_OUTPUT_BYTES
         accumulate_dtype = torch.float16 if big else torch.float32
@@ -231,7 +236,8 @@ def predict(
     try:
         with torch.inference_mode():
             out = blend(model, padded, queries, overlap=overlap, sw_batch_size=sw_batch_size, gate=presence_gating,
-                        veto=presence_veto, lean=lean, dtype=accumulate_dtype, progress=progress)
+                        veto=presence_veto, lean=lean, dtype=accumulate_dtype, progress=progress,
+                        official=official_blend)
     finally:
         model.train(was_training)
     log.debug("predict: %d queries, %s voxels, sw_batch_size=%d", n, tuple(image.shape[2:]), sw_batch_size)

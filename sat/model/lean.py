@@ -216,18 +216,26 @@ def composite_up_kernel(up_weight: torch.Tensor, conv_weight: torch.Tensor) -> t
 
 
 def _add_up_rows(coarse: torch.Tensor, kernel: torch.Tensor, cout: int) -> Callable[[torch.Tensor, int, int], None]:
-    """Adder of rows [a, b) (a, b even) of conv3x3(convT(coarse)) via the composite parity kernel."""
+    """Adder of rows [a, b) (a, b even) of conv3x3(convT(coarse)) via the composite parity kernel.
+
+    A kernel with one more input channel than ``coarse`` reads a channel of ones inside the
+    volume (zero in the padding): the transposed convolution's bias (see :func:`_finest_decoder`).
+    """
     n = coarse.shape[2]
     ny, nz = coarse.shape[3:]
+    cin = coarse.shape[1]
     parities = [(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
 
     def add(y: torch.Tensor, a: int, b: int) -> None:
         i0, i1 = a // 2, b // 2
         m = i1 - i0
         lo, hi = max(i0 - 1, 0), min(i1 + 1, n)
-        buf = torch.zeros((1, coarse.shape[1], m + 2, ny + 2, nz + 2), dtype=coarse.dtype,
+        buf = torch.zeros((1, kernel.shape[1], m + 2, ny + 2, nz + 2), dtype=coarse.dtype,
                           device=coarse.device).contiguous(memory_format=CL)
-        buf[:, :, lo - (i0 - 1): hi - (i0 - 1), 1:-1, 1:-1] = coarse[:, :, lo:hi]
+        inside = (slice(None), slice(None, cin), slice(lo - (i0 - 1), hi - (i0 - 1)), slice(1, -1), slice(1, -1))
+        buf[inside] = coarse[:, :, lo:hi]
+        if kernel.shape[1] > cin:
+            buf[(slice(None), slice(cin, None), *inside[2:])] = 1.0
         r = F.conv3d(buf, kernel).permute(0, 2, 3, 4, 1).reshape(m + 1, ny + 1, nz + 1, 8, cout)
         if not y.is_contiguous(memory_format=CL):
             raise RuntimeError("internal: slab output must be channels-last")
@@ -244,9 +252,11 @@ def _finest_decoder(model: SATNet, coarse: torch.Tensor, skip: torch.Tensor, sla
     blocks = list(stage.blocks)
     cup = stage.up.out_channels
     first = blocks[0].conv
-    kernel = composite_up_kernel(stage.up.weight, first.weight[:, :cup])
-    if stage.up.bias is not None:
-        raise NotImplementedError("lean_forward assumes a bias-free transposed convolution")
+    up_weight = stage.up.weight
+    if stage.up.bias is not None:  # the bias is the weight of an extra input channel of ones
+        bias = stage.up.bias.view(1, cup, 1, 1, 1).expand(1, cup, 2, 2, 2)
+        up_weight = torch.cat([up_weight, bias])
+    kernel = composite_up_kernel(up_weight, first.weight[:, :cup])
     if first.out_channels != skip.shape[1]:
         raise NotImplementedError("lean_forward assumes decoder width == skip width")
     add_up = _add_up_rows(coarse, kernel, first.out_channels)

@@ -78,17 +78,20 @@ class SATNet(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.backbone = UNet3D(c.in_channels, c.widths, c.depths, c.decoder_depths, negative_slope=c.negative_slope)
-        self.tokens = VisualTokens(c.widths[-c.token_levels:], c.query_dim)
-        self.query_proj = mlp(c.text_dim, c.query_dim, c.query_dim)
+        self.backbone = UNet3D(c.in_channels, c.widths, c.depths, c.decoder_depths, negative_slope=c.negative_slope,
+                               upsample_bias=c.upsample_bias)
+        self.tokens = VisualTokens(c.widths[-c.token_levels:], c.query_dim, hidden=c.token_hidden, norm=c.token_norm,
+                                   final_gelu=c.head_activation)
+        self.query_proj = mlp(c.text_dim, c.query_dim, c.query_dim) if c.query_projection else nn.Identity()
         self.query_decoder = QueryDecoder(
             c.query_dim, layers=c.decoder_layers, heads=c.heads, ffn_dim=c.ffn_dim,
-            self_attention=c.query_self_attention,
+            self_attention=c.query_self_attention, activation=c.ffn_activation,
         )
-        self.presence_head = mlp(c.query_dim, c.mask_hidden, 1)
+        self.presence_head = mlp(c.query_dim, c.mask_hidden, 1) if c.presence_head else None
         # mask_heads[k] maps a decoded query to the channels of decoder level k (0 = full resolution)
         self.mask_heads = nn.ModuleList(
-            mlp(c.query_dim, c.mask_hidden, c.widths[k]) for k in range(1 + c.deep_supervision)
+            mlp(c.query_dim, c.mask_hidden, c.widths[k], final_gelu=c.head_activation)
+            for k in range(1 + c.deep_supervision)
         )
 
     # -- pieces (also used by the memory-lean inference path) -------------------------------
@@ -113,7 +116,7 @@ class SATNet(nn.Module):
                 f"queries must be [N, {self.config.text_dim}] or [{batch}, N, {self.config.text_dim}], "
                 f"got {tuple(queries.shape)}; encode prompts with the model's text encoder"
             )
-        return self.query_proj(queries.to(self.query_proj[0].weight.dtype))
+        return self.query_proj(queries.to(self.backbone.encoder[0][0].conv.weight.dtype))
 
     def decode_queries(
         self, skips: list[torch.Tensor], queries: torch.Tensor, query_mask: torch.Tensor | None = None
@@ -130,6 +133,8 @@ class SATNet(nn.Module):
             pad = ~query_mask.bool()
             pad = pad & ~pad.all(dim=1, keepdim=True)  # a fully padded row would give NaN
         q = self.query_decoder(q, memory, pos, pad)
+        if self.presence_head is None:  # no presence head: every query is present everywhere
+            return q, torch.full(q.shape[:2], math.inf, dtype=q.dtype, device=q.device)
         return q, self.presence_head(q).squeeze(-1)
 
     def mask_logits(self, features: torch.Tensor, q: torch.Tensor, level: int = 0) -> torch.Tensor:

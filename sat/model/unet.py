@@ -64,9 +64,9 @@ def _stage(cin: int, cout: int, depth: int, *, stride: int, slope: float) -> nn.
 class UpStage(nn.Module):
     """Transposed conv (x2) of the coarser features, concatenation with the skip, conv blocks."""
 
-    def __init__(self, cin: int, cout: int, depth: int, *, slope: float) -> None:
+    def __init__(self, cin: int, cout: int, depth: int, *, slope: float, bias: bool = False) -> None:
         super().__init__()
-        self.up = nn.ConvTranspose3d(cin, cout, 2, stride=2, bias=False)
+        self.up = nn.ConvTranspose3d(cin, cout, 2, stride=2, bias=bias)
         self.blocks = _stage(2 * cout, cout, depth, stride=1, slope=slope)
 
     def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -108,6 +108,7 @@ class UNet3D(nn.Module):
         decoder_depths: Sequence[int],
         *,
         negative_slope: float = 0.01,
+        upsample_bias: bool = False,
     ) -> None:
         super().__init__()
         self.widths = tuple(widths)
@@ -117,7 +118,7 @@ class UNet3D(nn.Module):
             for i, (cin, cout, d) in enumerate(zip(cins, widths, depths, strict=True))
         )
         self.decoder = nn.ModuleList(
-            UpStage(widths[i + 1], widths[i], decoder_depths[i], slope=negative_slope)
+            UpStage(widths[i + 1], widths[i], decoder_depths[i], slope=negative_slope, bias=upsample_bias)
             for i in range(len(widths) - 1)
         )
         self.apply(_init_weights)

@@ -286,14 +286,17 @@ class TextEncoder(nn.Module):
         return out.clone()  # a normal tensor, usable outside inference mode
 
 
-def load_encoder(name: str | Path = "default") -> TextEncoder:
+def load_encoder(name: str | Path | dict = "default", *, model_dir: str | Path | None = None,
+                 vocabulary: dict | None = None) -> TextEncoder:
     """Load a text encoder by name or directory.
 
     ``"default"``: the packaged MiniLM + the shipped knowledge-enhanced delta
     (``sat/resources/text/default``). ``"base"``: the packaged MiniLM alone (no
     laterality feature). A directory: either a delta written by
     :func:`sat.text.delta.save_delta` or any local HuggingFace BERT-style model
-    (e.g. a PubMedBERT or BioLORD folder).
+    (e.g. a PubMedBERT or BioLORD folder). A dict (a model's config.json entry)
+    ``{"type": "sat-official", "path": "text"}``: the original SAT text encoder in
+    ``model_dir / path`` (:mod:`sat.text.mpnet`) with the model's ``vocabulary``.
 
     Raises:
         WeightsError: unknown name, missing or corrupt weights.
@@ -303,6 +306,12 @@ def load_encoder(name: str | Path = "default") -> TextEncoder:
     """
     from sat.text.delta import is_delta_dir, load_delta, resource_dir
 
+    if isinstance(name, dict):
+        if name.get("type") != "sat-official" or model_dir is None:
+            raise WeightsError(f"unknown text encoder entry {name!r} in the model's config.json; import the model again")
+        from sat.text.mpnet import load_text_encoder
+
+        return load_text_encoder(Path(model_dir) / str(name.get("path", "text")), vocabulary=vocabulary)
     if str(name) == "base":
         return TextEncoder(None, tuned_layers=0, laterality_feature=False)
     path = resource_dir(str(name)) if str(name) in ("default",) else Path(name)

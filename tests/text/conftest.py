@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.official_fixtures import official_files, official_fixture  # noqa: F401
+
 
 @dataclass(frozen=True)
 class FakeConcept:
