@@ -63,7 +63,7 @@ def run_segment(args: argparse.Namespace) -> int:
         raise InputError(f"output {out} exists and is a file; give a folder path with -o")
     if not args.all:
         api._check_prompts(args.prompt)  # fail before anything is loaded
-    volume = io.load(args.input, modality=args.modality)
+    volume = io.load(args.input, modality=args.modality, keep_dtype=True)  # e.g. int16 CT: no float32 copy
     segmenter = api.load_model(args.model or api.DEFAULT_MODEL, device=args.device)
     if args.all:
         prompts = segmenter.concepts
