@@ -259,6 +259,7 @@ class Segmenter:
         """
         from sat import io
         from sat.model.network import veto_logit
+        from sat.overlay import backdrop
 
         if not 0.0 < float(threshold) < 1.0:
             raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
@@ -266,7 +267,7 @@ class Segmenter:
             raise InputError(f"overlap must be in [0, 1), got {overlap}")
         veto_logit(presence_veto)  # a bad threshold fails before any work
         plans = self.plan(prompts)
-        volume = io.load(image, modality=modality)
+        volume = io.load(image, modality=modality, keep_dtype=True)  # an int16 CT stays int16: no float32 copy
         logits, record = self._predict(volume, plans, overlap=overlap, presence_gating=presence_gating,
                                        presence_veto=float(presence_veto), progress=progress)
         rule = self.config.get("postprocess") if largest_component else None
@@ -282,8 +283,9 @@ class Segmenter:
                 "presence_gating": bool(presence_gating), "presence_veto": float(presence_veto),
                 "largest_component": [p.prompt for p, keep in zip(plans, largest, strict=True) if keep],
                 "model_spacing": list(self.spacing)}
+        planes = backdrop(volume.array, labelmap, volume.affine, volume.modality)  # the image itself is released
         return Segmentation._from_crops(crops, volume.shape, volume.affine, labelmap, labels=labels,
-                                        image=volume.array, modality=volume.modality, meta=meta)
+                                        backdrop=planes, modality=volume.modality, meta=meta)
 
     def _predict(self, volume, plans: list[_Plan], *, overlap: float, presence_gating: bool, presence_veto: float,
                  progress: bool = False):

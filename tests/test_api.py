@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -147,7 +150,17 @@ def test_segment_end_to_end_random_model(segmenter, phantom, tmp_path):
     assert seg["liver"].dtype == bool and seg["kidneys"].shape == phantom.image.shape
     assert [lab.concept for lab in seg.labels.values()] == ["liver", "kidney", None]
     assert seg.modality == "ct" and seg.meta["model"] == segmenter.name
-    assert seg.image is not None and seg.image.shape == phantom.image.shape
+    assert seg.image is None and seg.overlay_png(tmp_path / "overlay.png").is_file()  # from the kept planes
+
+
+def test_the_result_does_not_keep_the_input_alive(segmenter, phantom):
+    array = phantom.image.array.copy()
+    alive = weakref.ref(array)
+    seg = segmenter.segment((array, phantom.image.affine), "liver", modality="ct")
+    del array
+    gc.collect()
+    assert alive() is None and seg.image is None
+    assert seg.labelmap.shape == phantom.image.shape and seg.labelmap.dtype == np.uint8
 
 
 def _fake_predict(segmenter, regions):
