@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +34,12 @@ from sat.segmentation import Label, Segmentation
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MODEL", "Segmenter", "load_model", "segment", "shipped_models"]
+__all__ = ["DEFAULT_MODEL", "Segmenter", "clear_cache", "load_model", "segment", "shipped_models"]
 
 DEFAULT_MODEL = "sat-tiny"
 MODELS_DIR = Path(__file__).resolve().parent / "resources" / "models"
-_CACHE: dict[tuple[str, str], Segmenter] = {}
+_CACHE: dict[tuple[str, str], Segmenter] = {}  # the model segment() loaded last: (folder, device) -> Segmenter
+_CACHE_LOCK = threading.Lock()  # held while loading: concurrent calls for one model load it once
 
 
 def shipped_models() -> dict[str, Path]:
@@ -325,6 +327,9 @@ def segment(
 ) -> Segmentation:
     """Segment a 3D volume from text prompts (loads the model once per process and caches it).
 
+    Thread-safe: concurrent calls for one model load it once and share it;
+    :func:`clear_cache` frees it (calls already running keep their model).
+
     Args:
         image: path (NIfTI, MGZ, NRRD, DICOM folder), nibabel image, Volume or ``(array, affine)``.
         prompts: one prompt or a list, e.g. ``"liver"`` or ``["liver", "left kidney", "ribs"]``.
@@ -344,14 +349,28 @@ def segment(
         >>> seg = segment("ct.nii.gz", ["liver", "left kidney"])      # doctest: +SKIP
         >>> seg.volumes_ml()                                          # doctest: +SKIP
     """
-    if isinstance(model, Segmenter):
-        segmenter = model
-    else:
-        key = (str(model_dir(model)), str(resolve_device(device)))
-        if key not in _CACHE:
-            _CACHE.clear()  # keep one model in memory
-            _CACHE[key] = load_model(model, device=device)
-        segmenter = _CACHE[key]
+    segmenter = model if isinstance(model, Segmenter) else _cached_model(model, device)
     return segmenter.segment(image, prompts, modality=modality, overlap=overlap, threshold=threshold,
                              presence_gating=presence_gating, presence_veto=presence_veto,
                              largest_component=largest_component, progress=progress)
+
+
+def _cached_model(model: str | os.PathLike, device: str) -> Segmenter:
+    """The Segmenter of ``model`` on ``device``, loaded once per process (thread-safe; keeps one model)."""
+    key = (str(model_dir(model)), str(resolve_device(device)))
+    with _CACHE_LOCK:
+        segmenter = _CACHE.get(key)
+        if segmenter is None:
+            segmenter = load_model(model, device=device)
+            _CACHE.clear()  # keep one model in memory
+            _CACHE[key] = segmenter
+    return segmenter  # a reference of our own: clear_cache() in another thread cannot take it away
+
+
+def clear_cache() -> None:
+    """Forget the model :func:`segment` keeps loaded (safe while other threads segment with it).
+
+    Calls already running finish with the model they have; the next call loads it again.
+    """
+    with _CACHE_LOCK:
+        _CACHE.clear()
