@@ -124,9 +124,9 @@ def resize_linear_slabs(array: np.ndarray, size: Sequence[int], *, slab_bytes: i
     """:func:`resize_linear` of a 3D ``array`` of any real dtype: ``[X, Y, Z]`` -> ``[1, *size]`` float32.
 
     The same linear map, applied axis by axis (it is separable): each slab of input rows
-    (``slab_bytes`` as float32, default :data:`SLAB_BYTES`) is resized in-plane by :func:`resize_linear`, then combined
-    along the first axis with :func:`axis_weights`. Extra memory: a slab and the output.
-    Equal to :func:`resize_linear` within float32 rounding.
+    (``slab_bytes`` as float32, default :data:`SLAB_BYTES`) is resized in-plane by
+    :func:`resize_linear`, then combined along the first axis with :func:`axis_weights`.
+    Extra memory: a slab and the output. Equal to :func:`resize_linear` within float32 rounding.
     """
     size = tuple(int(s) for s in size)
     n_in, plane = int(array.shape[0]), math.prod(int(n) for n in array.shape[1:])

@@ -116,9 +116,13 @@ class _NearestLookup:
             index.append(idx)
         return cls(axes, index)
 
-    def gather(self, model_array: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
-        """``model_array`` sampled at the input voxels of ``box`` (0 outside a crop)."""
-        out = np.zeros(tuple(s.stop - s.start for s in box), dtype=model_array.dtype)
+    def gather(self, model_array: np.ndarray, box: tuple[slice, ...], *, out: np.ndarray | None = None) -> np.ndarray:
+        """``model_array`` sampled at the input voxels of ``box`` (0 outside a crop).
+
+        ``out``: a zeroed array of the box's shape to fill (e.g. a view of a full-size array).
+        """
+        if out is None:
+            out = np.zeros(tuple(s.stop - s.start for s in box), dtype=model_array.dtype)
         ii = [self.index[a][box[a]] for a in range(3)]
         inner = [np.flatnonzero(i >= 0) for i in ii]  # a crop is contiguous: one run per axis
         if any(i.size == 0 for i in inner):
@@ -172,7 +176,7 @@ class _NearestLookup:
         out = np.zeros(shape, dtype=bool)
         box = self.box(mask)
         if box is not None:
-            out[box] = self.gather(mask, box)
+            self.gather(mask, box, out=out[box])  # in place: no box-sized temporary
         return out
 
 

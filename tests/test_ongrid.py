@@ -112,3 +112,10 @@ def test_the_input_grid_holds_nothing_but_the_labelmap():
     model_bytes = 8 * math.prod(record.model_shape)  # masks, labels, running maximum (model space)
     assert labelmap.shape == shape
     assert peak < labelmap.nbytes + model_bytes + (1 << 20), f"peak {peak / 2**20:.1f} MiB"
+    tracemalloc.start()
+    try:
+        mask = crops["a"].full(shape)  # random logits: the bounding box is the whole grid
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert mask.any() and peak < mask.nbytes + (1 << 20), f"peak {peak / 2**20:.1f} MiB"  # the mask, no copy
