@@ -5,7 +5,9 @@ its 61 TotalSegmentator classes as prompts; a 512x512x300 CT-sized phantom at 0.
 (1 and 61 prompts); and a scaling series of phantoms of growing field of view. Reports the
 achieved GFLOP/s of the network against this machine's float32 matmul GFLOP/s, and
 time(all prompts) / time(1 prompt). Uses the shipped model when present, otherwise a
-randomly initialised one of the same preset (same speed); the output says which.
+randomly initialised one of the same preset (same speed); the output says which. Each case
+runs with the opt-in allocator tuning (``sat.model.allocator.tune()``, as
+``sat segment --tune-allocator``); ``benchmarks/peak_memory.py`` measures the default.
 
 Usage::
 
@@ -44,7 +46,9 @@ def _run_case(spec: dict) -> dict:
 
     import sat.model
     from sat import api, io
+    from sat.model import allocator
 
+    allocator.tune()  # opt-in (sat segment --tune-allocator); every published figure was measured with it
     t0 = time.perf_counter()
     segmenter = api.load_model(spec["model"], device="cpu")
     t_model = time.perf_counter() - t0
@@ -238,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "End to end = load model + read volume + segment + save outputs (Python start-up and imports excluded). "
         "Network s = time inside the sliding-window predictor; GFLOP counted with torch's FlopCounterMode "
         "on one window x number of windows. Synthetic volumes are phantoms stored as int16 uncompressed NIfTI. "
+        "Every case runs with the opt-in allocator tuning (`sat.model.allocator.tune()`). "
         "Process CPU s (user + sys, including imports) and the 1-minute load average show how much the "
         f"machine was shared: on {os.cpu_count()} cores, a load above {os.cpu_count()} inflates wall times.", "",
         *_table(list(results.items()), peak), "",

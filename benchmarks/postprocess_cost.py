@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def measure(shared: Path, repeats: int, model: str = "sat-tiny") -> list[dict]:
     import sat
     from sat.data.phantom import make_phantom
+    from sat.model import allocator
 
+    allocator.tune()  # opt-in (sat segment --tune-allocator); the published figures were measured with it
     segmenter = sat.load_model(model, device="cpu")
     prompts = segmenter.concepts
     one_piece = len(set(prompts) & set(segmenter.config.get("postprocess", {}).get("largest_component", [])))

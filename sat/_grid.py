@@ -3,16 +3,21 @@
 Resizing follows the "same field of view" convention (as ``torch.nn.functional.interpolate``
 with ``align_corners=False``): an axis of ``n`` voxels resized to ``m`` keeps its outer
 edges, so output voxel ``j`` is centred on input coordinate ``(j + 0.5) * n / m - 0.5``.
+
+Large images are resized by :func:`resize_linear_slabs`, which reads the input slab by slab
+(any real dtype, e.g. int16 CT) and never holds a float32 copy of it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 Ornt = np.ndarray  # nibabel orientation array (3, 2): [target axis, flip]
+SLAB_BYTES = 32 << 20  # float32 input read at a time by resize_linear_slabs
 
 
 def orientation_transform(affine: np.ndarray, codes: str) -> Ornt:
@@ -88,3 +93,50 @@ def resize_linear(array: np.ndarray | torch.Tensor, size: Sequence[int]) -> torc
     if shrunk != size:
         data = Resize(size, mode="trilinear", align_corners=False)(data)
     return data.as_tensor() if hasattr(data, "as_tensor") else data
+
+
+def axis_weights(n_in: int, n_out: int, rows: range) -> tuple[int, np.ndarray]:
+    """Output ``rows`` of :func:`resize_linear` along one axis as ``(first input index, weights)``.
+
+    ``weights`` is ``[len(rows), k]`` float64 over inputs ``first .. first + k - 1``: the box
+    average of torch's adaptive pooling (``floor(j n / m) .. ceil((j + 1) n / m)``) when the
+    axis shrinks, linear interpolation (``align_corners=False``, clamped at 0) when it grows.
+    """
+    j = np.arange(rows.start, rows.stop)
+    if n_out <= n_in:
+        lo, hi = (j * n_in) // n_out, -((-(j + 1) * n_in) // n_out)
+        first = int(lo[0])
+        weights = np.zeros((j.size, int(hi[-1]) - first))
+        for r, (a, b) in enumerate(zip(lo - first, hi - first, strict=True)):
+            weights[r, a:b] = 1.0 / (b - a)
+        return first, weights
+    src = np.maximum((j + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.floor(src).astype(np.intp)
+    frac, i1 = src - i0, np.minimum(i0 + 1, n_in - 1)
+    first = int(i0[0])
+    weights = np.zeros((j.size, int(i1[-1]) - first + 1))
+    np.add.at(weights, (np.arange(j.size), i0 - first), 1.0 - frac)
+    np.add.at(weights, (np.arange(j.size), i1 - first), frac)
+    return first, weights
+
+
+def resize_linear_slabs(array: np.ndarray, size: Sequence[int], *, slab_bytes: int | None = None) -> torch.Tensor:
+    """:func:`resize_linear` of a 3D ``array`` of any real dtype: ``[X, Y, Z]`` -> ``[1, *size]`` float32.
+
+    The same linear map, applied axis by axis (it is separable): each slab of input rows
+    (``slab_bytes`` as float32, default :data:`SLAB_BYTES`) is resized in-plane by
+    :func:`resize_linear`, then combined along the first axis with :func:`axis_weights`.
+    Extra memory: a slab and the output. Equal to :func:`resize_linear` within float32 rounding.
+    """
+    size = tuple(int(s) for s in size)
+    n_in, plane = int(array.shape[0]), math.prod(int(n) for n in array.shape[1:])
+    slab_bytes = SLAB_BYTES if slab_bytes is None else int(slab_bytes)
+    step = max(1, min(size[0], (slab_bytes // (4 * plane)) * size[0] // n_in))
+    out = torch.empty((1, *size), dtype=torch.float32)
+    for j0 in range(0, size[0], step):
+        rows = range(j0, min(j0 + step, size[0]))
+        first, weights = axis_weights(n_in, size[0], rows)
+        slab = torch.from_numpy(np.ascontiguousarray(array[first:first + weights.shape[1]], dtype=np.float32))
+        flat = resize_linear(slab[None], (slab.shape[0], *size[1:]))[0].reshape(slab.shape[0], -1)
+        out[0, rows.start:rows.stop] = (torch.from_numpy(weights.astype(np.float32)) @ flat).reshape(len(rows), *size[1:])
+    return out

@@ -1,4 +1,4 @@
-"""Model-space decisions mapped exactly onto the input grid (nearest), without N full-size arrays.
+"""Model-space decisions mapped exactly onto the input grid (nearest), without full-size temporaries.
 
 Used by :mod:`sat.api`: threshold the per-prompt logits, resolve overlaps by highest
 probability, invert the label map once, and keep each mask in model space until accessed.
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sat._grid import nearest_indices
 from sat.postprocess import largest_component
 
 log = logging.getLogger(__name__)
@@ -32,18 +33,18 @@ def to_input_grid(logits: Sequence[torch.Tensor | Sequence[torch.Tensor]], plans
     masks as each would be segmented alone.
 
     Nearest inversion is exact (each input voxel takes the decision of the model voxel that
-    contains its centre, so masks and labelmap agree voxel for voxel) and cheap: one
-    inversion of the labelmap; masks stay in model space (voxel counts computed there) and
-    are gathered onto the input grid, inside their bounding box, only when accessed.
-    """
-    from sat.preprocess import invert
+    contains its centre, as ``preprocess.invert(mode="nearest")``, so masks and labelmap agree
+    voxel for voxel) and cheap: the labelmap (uint8, uint16 from 256 prompts) is the only
+    array on the input grid; masks stay in model space (voxel counts computed there) and are
+    gathered onto the input grid, inside their bounding box, only when accessed.
 
+    Returns:
+        ``({prompt: lazy mask}, labelmap [*record.original_shape])``.
+    """
     masks, model_labels = _threshold_and_label(logits, threshold, largest, shape=record.model_shape)
-    labelmap = invert(model_labels, record, mode="nearest")
-    lookup = _NearestLookup.build(record, labelmap, model_labels)
-    crops = {}
-    for plan, mask in zip(plans, masks, strict=True):
-        crops[plan.prompt] = _LazyMask(mask, lookup) if lookup else _crop_full(invert(mask, record, mode="nearest"))
+    lookup = _NearestLookup.from_record(record)
+    labelmap = lookup.gather(model_labels, tuple(slice(0, int(n)) for n in record.original_shape))
+    crops = {plan.prompt: _LazyMask(mask, lookup) for plan, mask in zip(plans, masks, strict=True)}
     return crops, labelmap
 
 
@@ -120,68 +121,56 @@ def _model_box(mask: np.ndarray) -> tuple[slice, ...] | None:
             slice(int(y.min()), int(y.max()) + 1), slice(int(z.min()), int(z.max()) + 1))
 
 
-def _crop_full(mask: np.ndarray):
-    from sat.segmentation import _Crop
-
-    return _Crop(mask)
-
-
 class _NearestLookup:
     """For each input axis: the model axis it comes from and the model index of every input voxel.
 
-    Built by inverting a probe (the linear index of every model voxel) with
-    ``preprocess.invert(mode="nearest")`` and checked by rebuilding the inverted labelmap,
-    so it reproduces ``invert`` exactly; masks are then gathered inside their bounding box.
+    Computed from the preprocessing record alone: inverting is a crop, a nearest resize per
+    axis and a flip/permutation, so the model voxel an input voxel reads is separable: one
+    1D index array per input axis (``-1`` outside a crop), exactly what
+    ``preprocess.invert(mode="nearest")`` does, without any array on the input grid.
+    Gathers fill their output plane by plane, so their only full-size array is the output.
     """
 
     def __init__(self, axes: list[int], index: list[np.ndarray]) -> None:
-        self.axes, self.index = axes, index  # index: int64 per input axis, -1 outside a crop
+        self.axes, self.index = axes, index  # index: intp per input axis, -1 outside a crop
         self._counts: list[np.ndarray] | None = None  # per model axis: input voxels per model index
 
     @classmethod
-    def build(cls, record, labelmap: np.ndarray, model_labels: np.ndarray) -> _NearestLookup | None:
-        from sat.preprocess import invert
-
-        shape = tuple(int(n) for n in record.model_shape)
-        if math.prod(shape) >= 2**31 - 1:
-            return None
-        probe = invert(np.arange(1, math.prod(shape) + 1, dtype=np.int32).reshape(shape), record, mode="nearest")
-        first = int(np.argmax(probe.reshape(-1) > 0))
-        if probe.reshape(-1)[first] <= 0:
-            return None
-        point = np.unravel_index(first, probe.shape)
-        axes, lines = [], []
+    def from_record(cls, record) -> _NearestLookup:
+        """The lookup of a :class:`sat.preprocess.Record` (same mapping as its ``invert``)."""
+        ornt = np.asarray(record.ornt)
+        axes, index = [], []
         for a in range(3):
-            line = probe[tuple(slice(None) if i == a else point[i] for i in range(3))].astype(np.int64)
-            coords = np.unravel_index(np.maximum(line - 1, 0), shape)
-            varying = [k for k in range(3) if np.unique(coords[k][line > 0]).size > 1]
-            axes.append(varying[0] if len(varying) == 1 else -1)
-            lines.append((coords, line))
-        del probe
-        missing = sorted(set(range(3)) - set(axes))
-        axes = [k if k >= 0 else missing.pop(0) for k in axes]
-        if sorted(axes) != [0, 1, 2]:
-            return None
-        index = [np.where(line > 0, coords[k], -1) for (coords, line), k in zip(lines, axes, strict=True)]
-        lookup = cls(axes, index)
-        full = tuple(slice(0, len(i)) for i in index)
-        if not np.array_equal(lookup.gather(model_labels, full), labelmap):
-            log.debug("nearest lookup does not reproduce preprocess.invert; inverting each mask instead")
-            return None
-        return lookup
+            k, flip = int(ornt[a, 0]), ornt[a, 1] < 0
+            (start, stop), n_model = record.crop_box[a], int(record.resampled_shape[a])
+            inside = nearest_indices(n_model, int(stop) - int(start))
+            idx = np.full(int(record.original_shape[a]), -1, dtype=np.intp)
+            idx[int(start):int(stop)] = n_model - 1 - inside if flip else inside
+            axes.append(k)
+            index.append(idx)
+        return cls(axes, index)
 
-    def gather(self, model_array: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
-        """``model_array`` sampled at the input voxels of ``box`` (0 outside a crop)."""
+    def gather(self, model_array: np.ndarray, box: tuple[slice, ...], *, out: np.ndarray | None = None) -> np.ndarray:
+        """``model_array`` sampled at the input voxels of ``box`` (0 outside a crop).
+
+        ``out``: a zeroed array of the box's shape to fill (e.g. a view of a full-size array).
+        """
+        if out is None:
+            out = np.zeros(tuple(s.stop - s.start for s in box), dtype=model_array.dtype)
         ii = [self.index[a][box[a]] for a in range(3)]
-        by_model = [None, None, None]
-        for a, k in enumerate(self.axes):
-            by_model[k] = np.maximum(ii[a], 0)
-        data = model_array[np.ix_(*by_model)].transpose(self.axes)
-        outside = [i < 0 for i in ii]
-        if any(o.any() for o in outside):
-            keep = ~outside[0][:, None, None] & ~outside[1][None, :, None] & ~outside[2][None, None, :]
-            data = data * keep.astype(data.dtype)
-        return data
+        inner = [np.flatnonzero(i >= 0) for i in ii]  # a crop is contiguous: one run per axis
+        if any(i.size == 0 for i in inner):
+            return out
+        lo, hi = [int(i[0]) for i in inner], [int(i[-1]) + 1 for i in inner]
+        rows, cols, deps = (ii[a][lo[a]:hi[a]] for a in range(3))
+        k0, k1, k2 = self.axes
+        view = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])  # runs of rows reading one model plane
+        for r0, r1 in zip(starts, np.r_[starts[1:], rows.size], strict=True):
+            plane = np.take(model_array, rows[r0], axis=k0)  # model axes k1, k2 in increasing order
+            plane = plane.take(cols, axis=int(k1 > k2)).take(deps, axis=int(k2 > k1))
+            view[r0:r1] = plane if k1 < k2 else plane.T
+        return out
 
     def box(self, mask: np.ndarray) -> tuple[slice, ...] | None:
         """Input-grid bounding box of the voxels reading a model-space bool mask (None: empty)."""
@@ -221,7 +210,7 @@ class _NearestLookup:
         out = np.zeros(shape, dtype=bool)
         box = self.box(mask)
         if box is not None:
-            out[box] = self.gather(mask, box)
+            self.gather(mask, box, out=out[box])  # in place: no box-sized temporary
         return out
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,12 @@ from sat.segmentation import Label, Segmentation
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MODEL", "Segmenter", "load_model", "segment", "shipped_models"]
+__all__ = ["DEFAULT_MODEL", "Segmenter", "clear_cache", "load_model", "segment", "shipped_models"]
 
 DEFAULT_MODEL = "sat-tiny"
 MODELS_DIR = Path(__file__).resolve().parent / "resources" / "models"
-_CACHE: dict[tuple[str, str], Segmenter] = {}
+_CACHE: dict[tuple[str, str], Segmenter] = {}  # the model segment() loaded last: (folder, device) -> Segmenter
+_CACHE_LOCK = threading.Lock()  # held while loading: concurrent calls for one model load it once
 
 
 def shipped_models() -> dict[str, Path]:
@@ -275,6 +277,7 @@ class Segmenter:
         """
         from sat import io
         from sat.model.network import veto_logit
+        from sat.overlay import backdrop
 
         overlap = float(self.inference.get("overlap", 0.25)) if overlap is None else overlap
         if not 0.0 < float(threshold) < 1.0:
@@ -283,7 +286,7 @@ class Segmenter:
             raise InputError(f"overlap must be in [0, 1), got {overlap}")
         veto_logit(presence_veto)  # a bad threshold fails before any work
         plans = self.plan(prompts, on_untrained=on_untrained)
-        volume = io.load(image, modality=modality)
+        volume = io.load(image, modality=modality, keep_dtype=True)  # an int16 CT stays int16: no float32 copy
         warnings = self._input_warnings(volume)
         logits, record = self._predict(volume, plans, overlap=overlap, presence_gating=presence_gating,
                                        presence_veto=float(presence_veto), progress=progress)
@@ -303,8 +306,9 @@ class Segmenter:
                 "presence_veto": float(presence_veto),
                 "largest_component": [p.prompt for p, keep in zip(plans, largest, strict=True) if any(keep)],
                 "model_spacing": list(self.spacing), "warnings": warnings}
+        planes = backdrop(volume.array, labelmap, volume.affine, volume.modality)  # the image itself is released
         return Segmentation._from_crops(crops, volume.shape, volume.affine, labelmap, labels=labels,
-                                        image=volume.array, modality=volume.modality, meta=meta,
+                                        backdrop=planes, modality=volume.modality, meta=meta,
                                         probabilities=probs)
 
     def _input_warnings(self, volume) -> list[str]:
@@ -362,6 +366,9 @@ def segment(
 ) -> Segmentation:
     """Segment a 3D volume from text prompts (loads the model once per process and caches it).
 
+    Thread-safe: concurrent calls for one model load it once and share it;
+    :func:`clear_cache` frees it (calls already running keep their model).
+
     Args:
         image: path (NIfTI, MGZ, NRRD, DICOM folder), nibabel image, Volume or ``(array, affine)``.
         prompts: one prompt or a list, e.g. ``"liver"`` or ``["liver", "left kidney", "ribs"]``.
@@ -387,14 +394,28 @@ def segment(
         >>> seg = segment("ct.nii.gz", ["liver", "left kidney"])      # doctest: +SKIP
         >>> seg.volumes_ml()                                          # doctest: +SKIP
     """
-    if isinstance(model, Segmenter):
-        segmenter = model
-    else:
-        key = (str(model_dir(model)), str(resolve_device(device)))
-        if key not in _CACHE:
-            _CACHE.clear()  # keep one model in memory
-            _CACHE[key] = load_model(model, device=device)
-        segmenter = _CACHE[key]
+    segmenter = model if isinstance(model, Segmenter) else _cached_model(model, device)
     return segmenter.segment(image, prompts, modality=modality, on_untrained=on_untrained, overlap=overlap,
                              threshold=threshold, presence_gating=presence_gating, presence_veto=presence_veto,
                              largest_component=largest_component, progress=progress, probabilities=probabilities)
+
+
+def _cached_model(model: str | os.PathLike, device: str) -> Segmenter:
+    """The Segmenter of ``model`` on ``device``, loaded once per process (thread-safe; keeps one model)."""
+    key = (str(model_dir(model)), str(resolve_device(device)))
+    with _CACHE_LOCK:
+        segmenter = _CACHE.get(key)
+        if segmenter is None:
+            segmenter = load_model(model, device=device)
+            _CACHE.clear()  # keep one model in memory
+            _CACHE[key] = segmenter
+    return segmenter  # a reference of our own: clear_cache() in another thread cannot take it away
+
+
+def clear_cache() -> None:
+    """Forget the model :func:`segment` keeps loaded (safe while other threads segment with it).
+
+    Calls already running finish with the model they have; the next call loads it again.
+    """
+    with _CACHE_LOCK:
+        _CACHE.clear()

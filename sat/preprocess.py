@@ -118,10 +118,16 @@ def _foreground_box(array: np.ndarray, modality: str | None, margin: np.ndarray,
         sample = _sample(array)
         low = float(sample.min())
         threshold = low + 0.02 * (float(np.percentile(sample, PERCENTILES[1])) - low)
-    mask = array > threshold
+    seen = [np.zeros(n, dtype=bool) for n in array.shape]
+    step = max(1, _MAX_STAT_VOXELS // (array.shape[1] * array.shape[2]))
+    for i in range(0, array.shape[0], step):  # slab by slab: no full-size mask
+        mask = array[i:i + step] > threshold
+        seen[0][i:i + step] = mask.any(axis=(1, 2))
+        seen[1] |= mask.any(axis=(0, 2))
+        seen[2] |= mask.any(axis=(0, 1))
     box = []
     for axis in range(3):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        hits = np.flatnonzero(seen[axis])
         if hits.size == 0:
             return [[0, n] for n in array.shape]
         start = max(0, int(hits[0]) - int(margin[axis]))
@@ -305,8 +311,7 @@ def standardize(
         box = [[0, n] for n in volume.shape]
     record = _plan(volume, spacing, orientation.upper(), box)
     log.debug("standardize: %s -> %s at %s mm", volume.shape, record.model_shape, spacing)
-    data = _crop(np.asarray(volume.array, dtype=np.float32), box)
-    data = _grid.resize_linear(torch.from_numpy(np.ascontiguousarray(data))[None], record.resampled_shape)
+    data = _grid.resize_linear_slabs(_crop(volume.array, box), record.resampled_shape)  # no float32 copy of the input
     data = torch.from_numpy(_grid.reorient(data.numpy(), np.asarray(record.ornt), channel_first=True))
     if normalize == "official":
         data, record.intensity = normalize_official(data, volume.modality)

@@ -140,6 +140,8 @@ class Segmentation:
             caller, e.g. by highest probability); default: masks painted in order, first wins.
         labels: one :class:`Label` per prompt (default: free-text labels 1..N).
         image: the segmented image ``[X, Y, Z]`` (kept by reference, for :meth:`overlay_png`).
+            Results of :func:`sat.segment` do not hold the image: they keep only the three
+            planes their overlay shows (:class:`sat.overlay.Backdrop`), so ``image`` is None.
         modality: ``"ct" | "mr" | "pet" | None`` of the image.
         meta: provenance stored in labels.json (model name, threshold, ...).
 
@@ -183,6 +185,7 @@ class Segmentation:
         self = cls.__new__(cls)
         self._init(crops, shape, affine, labelmap, kw.get("labels"), kw.get("image"), kw.get("modality"), kw.get("meta"))
         self.probabilities = _Probabilities(self, kw.get("probabilities"))
+        self._backdrop = kw.get("backdrop")
         return self
 
     def _init(self, crops, shape, affine, labelmap, labels, image, modality, meta) -> None:
@@ -201,6 +204,7 @@ class Segmentation:
             raise InputError("labels must list the prompts of the masks, in the same order")
         self.labels: dict[int, Label] = {lab.value: lab for lab in labels}
         self.image = image
+        self._backdrop = None  # sat.overlay.Backdrop: the overlay's image planes, kept instead of the image
         self.modality = modality
         self.meta = dict(meta or {})
         self.masks: Mapping[str, np.ndarray] = _MaskView(self)
@@ -362,7 +366,8 @@ class Segmentation:
 
         Slices pass through the centre of the segmented voxels; radiological convention
         (patient's right on the left of axial and coronal views). ``image`` defaults to
-        the segmented image when this object holds it.
+        the segmented image (or, for results of :func:`sat.segment`, the planes of it kept
+        for this purpose); without one, the labels are drawn on black.
         """
         path = Path(path).expanduser()
         if path.suffix.lower() != ".png":
@@ -372,6 +377,8 @@ class Segmentation:
         background = self.image if image is None else np.asarray(image)
         if background is not None and tuple(background.shape[:3]) != self._shape:
             raise InputError(f"image shape {background.shape} does not match the segmentation {self._shape}")
+        if background is None:
+            background = self._backdrop
         legend = [(lab.value, lab.prompt, self._crops[lab.prompt].voxels) for lab in self.labels.values()]
         from sat.overlay import render_overlay
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
+import threading
+import time
+import weakref
 
 import numpy as np
 import pytest
@@ -206,6 +210,7 @@ def test_segment_from_a_file_equals_the_pipeline_done_by_hand(segmenter, phantom
     np.testing.assert_allclose(seg.affine, phantom.image.affine, atol=1e-4)
     assert [(lab.concept, lab.kind) for lab in seg.labels.values()] == [("liver", "concept"), ("kidney", "union")]
     assert seg.modality == "ct" and seg.meta["model"] == segmenter.name
+    assert seg.image is None and seg.overlay_png(tmp_path / "overlay.png").is_file()  # from the kept planes
 
 
 def test_a_union_is_the_union_of_its_members_segmented_alone(segmenter, monkeypatch):
@@ -239,6 +244,16 @@ def test_a_union_is_the_union_of_its_members_segmented_alone(segmenter, monkeypa
     assert union.voxels("kidneys") == int((left | right).sum())
     assert union.meta["largest_component"] == ["kidneys"]
     assert np.array_equal(union.labelmap == 1, left | right)  # the dropped piece is not labelled either
+
+
+def test_the_result_does_not_keep_the_input_alive(segmenter, phantom):
+    array = phantom.image.array.copy()
+    alive = weakref.ref(array)
+    seg = segmenter.segment((array, phantom.image.affine), "liver", modality="ct")
+    del array
+    gc.collect()
+    assert alive() is None and seg.image is None
+    assert seg.labelmap.shape == phantom.image.shape and seg.labelmap.dtype == np.uint8
 
 
 def _fake_predict(segmenter, regions):
@@ -342,6 +357,83 @@ def test_top_level_segment_caches_the_model(model_dir, phantom, monkeypatch):
     assert first.prompts == ["liver"] and second.prompts == ["spleen", "aorta"]
     assert isinstance(sat.segment(phantom.image, "liver", model=cached), sat.Segmentation)
     api._CACHE.clear()
+
+
+def _in_threads(n: int, target) -> list[BaseException]:
+    """Run ``target`` in ``n`` threads started together; returns what they raised."""
+    errors, barrier = [], threading.Barrier(n)
+
+    def run():
+        try:
+            barrier.wait()
+            target()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return errors
+
+
+def test_concurrent_calls_load_the_model_once(model_dir, segmenter, monkeypatch):
+    loads, used = [], []
+
+    def slow_load(name, *, device="auto"):
+        loads.append(name)
+        time.sleep(0.2)  # every other thread arrives while this one is loading
+        return segmenter
+
+    monkeypatch.setattr(api, "load_model", slow_load)
+    monkeypatch.setattr(api.Segmenter, "segment", lambda self, *a, **k: used.append(self))
+    api.clear_cache()
+    assert _in_threads(4, lambda: sat.segment("ct.nii.gz", "liver", model=model_dir, device="cpu")) == []
+    assert len(loads) == 1 and len(used) == 4 and all(s is segmenter for s in used)
+    api.clear_cache()
+
+
+def test_clear_cache_while_a_call_loads_and_uses_the_model(model_dir, segmenter, monkeypatch):
+    loading, release, used = threading.Event(), threading.Event(), []
+
+    def blocking_load(name, *, device="auto"):
+        loading.set()
+        release.wait(10)
+        return segmenter
+
+    monkeypatch.setattr(api, "load_model", blocking_load)
+    monkeypatch.setattr(api.Segmenter, "segment", lambda self, *a, **k: used.append(self))
+    api.clear_cache()
+    caller = threading.Thread(target=lambda: sat.segment("ct.nii.gz", "liver", model=model_dir, device="cpu"))
+    caller.start()
+    assert loading.wait(10)
+    clearer = threading.Thread(target=api.clear_cache)  # waits for the load, then clears
+    clearer.start()
+    release.set()
+    caller.join(10)
+    clearer.join(10)
+    assert used == [segmenter] and api._CACHE == {}
+    assert _in_threads(4, lambda: (api.clear_cache(), sat.segment("ct", "liver", model=model_dir, device="cpu"))) == []
+    assert len(used) == 5 and all(s is segmenter for s in used)
+
+
+def test_a_failed_load_is_not_cached(model_dir, segmenter, monkeypatch):
+    outcomes = iter([WeightsError("broken"), segmenter])
+
+    def load(name, *, device="auto"):
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(api, "load_model", load)
+    monkeypatch.setattr(api.Segmenter, "segment", lambda self, *a, **k: self)
+    api.clear_cache()
+    with pytest.raises(WeightsError):
+        sat.segment("ct.nii.gz", "liver", model=model_dir, device="cpu")
+    assert sat.segment("ct.nii.gz", "liver", model=model_dir, device="cpu") is segmenter
+    api.clear_cache()
 
 
 def test_presence_gating_can_be_turned_off(model_dir, phantom):

@@ -69,6 +69,16 @@ def test_segment_modality_flag(model_dir, ct_path, tmp_path):
     assert json.loads((out / "labels.json").read_text())["modality"] == "pet"
 
 
+def test_allocator_is_tuned_only_when_asked(model_dir, ct_path, tmp_path, monkeypatch):
+    from sat.model import allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "tune", lambda: calls.append(1) or True)
+    base = ["segment", str(ct_path), "-p", "liver", "--model", str(model_dir), "--no-progress"]
+    assert main([*base, "-o", str(tmp_path / "a")]) == 0 and calls == []
+    assert main([*base, "-o", str(tmp_path / "b"), "--tune-allocator"]) == 0 and calls == [1]
+
+
 def test_segment_all_concepts(model_dir, ct_path, tmp_path):
     out = tmp_path / "all"
     assert main(["segment", str(ct_path), "--all", "-o", str(out), "--model", str(model_dir),

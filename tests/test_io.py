@@ -293,3 +293,21 @@ def test_ct_stored_in_a_soft_tissue_window_is_recognised_as_ct():
     assert io.guess_modality(windowed)[0] == "ct"
     mr = rng.gamma(2.0, 150.0, (40, 40, 20)).astype(np.float32)
     assert io.guess_modality(mr)[0] == "mr"
+
+
+def test_keep_dtype_uses_the_stored_integers_without_a_copy(tmp_path):
+    ct = np.random.default_rng(0).integers(-1024, 3000, (6, 5, 4)).astype(np.int16)
+    assert io.load((ct, np.eye(4))).array.dtype == np.float32  # the default: float32
+    kept = io.load((ct, np.eye(4)), keep_dtype=True)
+    assert kept.array.dtype == np.int16 and np.shares_memory(kept.array, ct) and kept.modality == "ct"
+    from_file = io.load(_write_nifti(tmp_path / "ct.nii", ct), keep_dtype=True)
+    assert from_file.array.dtype == np.int16 and np.array_equal(from_file.array, ct)
+    img = nib.Nifti1Image(ct, np.eye(4))
+    img.header.set_slope_inter(1.0, -1024.0)  # a scaled file: float32, with the scaling applied
+    nib.save(img, tmp_path / "scaled.nii")
+    scaled = io.load(tmp_path / "scaled.nii", keep_dtype=True)
+    assert scaled.array.dtype == np.float32 and np.array_equal(scaled.array, ct - 1024.0)
+    big_endian = io.load((ct.astype(">i2"), np.eye(4)), keep_dtype=True).array
+    assert big_endian.dtype == np.int16 and big_endian.dtype.isnative and np.array_equal(big_endian, ct)
+    with pytest.raises(InputError, match="NaN"):
+        io.load((np.full((3, 3, 3), np.nan), np.eye(4)), keep_dtype=True)

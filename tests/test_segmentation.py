@@ -10,7 +10,7 @@ import pytest
 
 import sat.io
 from sat.errors import InputError
-from sat.overlay import _to_ras
+from sat.overlay import _to_ras, backdrop, label_centre
 from sat.segmentation import Label, Segmentation
 
 AFFINE = np.array([[-2.0, 0, 0, 50], [0, -2.0, 0, 40], [0, 0, 3.0, -10], [0, 0, 0, 1]])
@@ -126,6 +126,41 @@ def test_overlay_png(seg, tmp_path):
         seg.overlay_png(tmp_path / "overlay.jpg")
     with pytest.raises(InputError, match="does not match"):
         seg.overlay_png(tmp_path / "x.png", image=np.zeros((3, 3, 3)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_label_centre_is_the_rounded_mean_index_of_the_labelled_voxels(seed):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((23, 17, 11)) < rng.uniform(0.001, 0.3)).astype(np.uint8) * rng.integers(1, 4)
+    view = labels[::-1].transpose(1, 0, 2)  # a flipped, permuted view, as a display reorientation gives
+    expected = np.argwhere(view > 0).mean(axis=0).round().astype(int) if view.any() else np.array(view.shape) // 2
+    np.testing.assert_array_equal(label_centre(view), expected)
+    np.testing.assert_array_equal(label_centre(np.zeros((4, 6, 8), np.uint8)), [2, 3, 4])
+
+
+def test_overlay_from_the_kept_planes_is_the_overlay_from_the_image(seg, tmp_path):
+    from matplotlib.image import imread
+
+    planes = backdrop(seg.image, seg.labelmap, seg.affine, seg.modality)
+    assert sum(p.nbytes for p in planes.planes) < seg.image.nbytes / 2
+    light = Segmentation._from_crops(seg._crops, seg.shape, seg.affine, seg.labelmap, labels=list(seg.labels.values()),
+                                     backdrop=planes, modality="ct")
+    assert light.image is None
+    np.testing.assert_array_equal(imread(light.overlay_png(tmp_path / "planes.png")),
+                                  imread(seg.overlay_png(tmp_path / "image.png")))
+    assert not np.array_equal(imread(light.overlay_png(tmp_path / "given.png", image=-seg.image)),
+                              imread(tmp_path / "planes.png"))  # an image given explicitly wins
+
+
+def test_overlay_planes_of_another_labelmap_are_not_drawn(seg, tmp_path, caplog):
+    planes = backdrop(seg.image, seg.labelmap, seg.affine, seg.modality)
+    moved = np.zeros_like(seg.labelmap)
+    moved[8, 7, 5] = 1
+    other = Segmentation._from_crops(seg._crops, seg.shape, seg.affine, moved, labels=list(seg.labels.values()),
+                                     backdrop=planes, modality="ct")
+    with caplog.at_level("WARNING", logger="sat.overlay"):
+        assert other.overlay_png(tmp_path / "o.png").is_file()
+    assert "without the image" in caplog.text
 
 
 def test_display_reorientation_to_ras():

@@ -107,12 +107,22 @@ def _check_geometry(array: np.ndarray, affine: np.ndarray, name: str) -> tuple[n
 
 def _check_finite(array: np.ndarray, name: str) -> None:
     if np.issubdtype(array.dtype, np.floating):
-        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        step = max(1, (1 << 24) // max(1, array[:1].size))  # slab by slab: no full-size bool array
+        bad = sum(int(array[i:i + step].size - np.count_nonzero(np.isfinite(array[i:i + step])))
+                  for i in range(0, len(array), step))
         if bad:
             raise InputError(
                 f"{name}: {bad} of {array.size} voxels are NaN or infinite; "
                 "replace them (e.g. np.nan_to_num) before segmenting"
             )
+
+
+def _image_array(array: np.ndarray, keep_dtype: bool) -> np.ndarray:
+    """float32, or with ``keep_dtype`` the array itself (native byte order) when it holds real numbers."""
+    array = np.asarray(array)
+    if not keep_dtype or array.dtype.kind not in "biuf":
+        return np.asarray(array, dtype=np.float32)
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 def guess_modality(array: np.ndarray) -> tuple[str, str]:
@@ -151,7 +161,7 @@ def _to_label_array(array: np.ndarray, name: str) -> np.ndarray:
     return rounded.astype(np.uint16 if rounded.max() <= 65535 else np.int32)
 
 
-def _read(src: Any, *, label: bool) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _read(src: Any, *, label: bool, keep_dtype: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Return (array as stored, affine, meta) for any supported source."""
     from sat.io import _dicom, _readers
 
@@ -161,7 +171,7 @@ def _read(src: Any, *, label: bool) -> tuple[np.ndarray, np.ndarray, dict[str, A
         array, affine = src
         return np.asarray(array), np.asarray(affine, dtype=np.float64), {"source": "array", "format": "array"}
     if hasattr(src, "dataobj") and hasattr(src, "affine"):
-        return _readers.from_nibabel(src, "nibabel image", label=label)
+        return _readers.from_nibabel(src, "nibabel image", label=label, keep_dtype=keep_dtype)
     if not isinstance(src, (str, os.PathLike)):
         raise InputError(
             f"cannot load a {type(src).__name__}; pass a path, a nibabel image, a Volume or (array, affine)"
@@ -173,7 +183,7 @@ def _read(src: Any, *, label: bool) -> tuple[np.ndarray, np.ndarray, dict[str, A
         return _dicom.read_dicom_folder(path, label=label)
     suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith(".gz") else path.suffix.lower()
     if suffix in NIBABEL_SUFFIXES:
-        return _readers.read_nibabel(path, label=label)
+        return _readers.read_nibabel(path, label=label, keep_dtype=keep_dtype)
     if suffix in SITK_SUFFIXES:
         return _readers.read_sitk(path)
     raise UnsupportedFormatError(
@@ -182,7 +192,7 @@ def _read(src: Any, *, label: bool) -> tuple[np.ndarray, np.ndarray, dict[str, A
     )
 
 
-def load(src: Any, *, modality: str | None = None) -> Volume:
+def load(src: Any, *, modality: str | None = None, keep_dtype: bool = False) -> Volume:
     """Load an image as a float32 :class:`Volume`.
 
     Args:
@@ -192,10 +202,14 @@ def load(src: Any, *, modality: str | None = None) -> Volume:
             names one (NIfTI description, NRRD content, MetaImage Modality: "PET", "PT", "SUV", "FDG"
             -> pet), which win over the intensity guess of :func:`guess_modality` (CT or MR only,
             logged at INFO with its reason). The file name is never used.
+        keep_dtype: keep the stored numeric dtype instead of a float32 copy (an int16 CT
+            stays 2 bytes a voxel; an array or Volume given is used as is, without a copy).
+            Files whose header scales the values (slope/intercept) are still read as float32.
+            :func:`sat.preprocess.standardize` converts such arrays slab by slab.
 
     Returns:
-        Volume with ``array`` float32 ``[X, Y, Z]`` and a RAS+ ``affine``; ``meta["modality_source"]``
-        is ``"argument" | "dicom" | "header" | "volume" | "intensity"``.
+        Volume with ``array`` float32 ``[X, Y, Z]`` (with ``keep_dtype``: as stored) and a RAS+
+        ``affine``; ``meta["modality_source"]`` is ``"argument" | "dicom" | "header" | "volume" | "intensity"``.
 
     Raises:
         InputError: missing file, 2D or 4D image, NaN/inf voxels, empty array, singular
@@ -208,9 +222,9 @@ def load(src: Any, *, modality: str | None = None) -> Volume:
     """
     modality = _check_modality(modality)
     name = _source_name(src)
-    array, affine, meta = _read(src, label=False)
+    array, affine, meta = _read(src, label=False, keep_dtype=keep_dtype)
     array, affine = _check_geometry(array, affine, name)
-    array = np.asarray(array, dtype=np.float32)
+    array = _image_array(array, keep_dtype)
     _check_finite(array, name)
     stored = _check_modality(meta.pop("modality", None))
     if modality is not None:

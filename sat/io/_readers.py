@@ -52,9 +52,18 @@ def _header_modality(meta: dict[str, Any], text: str, field: str) -> None:
         meta.update(modality=modality, modality_source="header", modality_hint=f"{field} {text.strip()!r}")
 
 
-def from_nibabel(img: Any, name: str, *, label: bool) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Array and affine of a nibabel image (data scaled by the header's slope/intercept)."""
-    if label:
+def _unscaled(dataobj: Any) -> bool:
+    """True when the stored values are the image values (no slope/intercept in the header)."""
+    return float(getattr(dataobj, "slope", 1.0)) == 1.0 and float(getattr(dataobj, "inter", 0.0)) == 0.0
+
+
+def from_nibabel(img: Any, name: str, *, label: bool, keep_dtype: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Array and affine of a nibabel image (data scaled by the header's slope/intercept).
+
+    Images are float32, except with ``keep_dtype`` when the header does not scale the values:
+    then the stored dtype (e.g. int16), without a copy.
+    """
+    if label or (keep_dtype and _unscaled(img.dataobj)):
         array = np.asanyarray(img.dataobj)
     else:
         array = np.asarray(img.dataobj, dtype=np.float32) if img.dataobj.dtype != np.float32 else np.asanyarray(img.dataobj)
@@ -67,13 +76,13 @@ def from_nibabel(img: Any, name: str, *, label: bool) -> tuple[np.ndarray, np.nd
     return array, np.asarray(img.affine, dtype=np.float64), meta
 
 
-def read_nibabel(path: Path, *, label: bool) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def read_nibabel(path: Path, *, label: bool, keep_dtype: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read NIfTI / MGZ; a truncated or corrupt file raises InputError."""
     import nibabel as nib
 
     try:
         img = nib.load(str(path))
-        array, affine, meta = from_nibabel(img, str(path), label=label)
+        array, affine, meta = from_nibabel(img, str(path), label=label, keep_dtype=keep_dtype)
     except nib.filebasedimages.ImageFileError as err:
         raise corrupt(path, err) from err
     except _READ_ERRORS as err:

@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 from sat.errors import InputError
-from sat.model.allocator import tune_allocator
 from sat.model.blend import blend
 from sat.model.config import ModelConfig
 from sat.model.network import VETO, SATNet, veto_logit, vetoed
@@ -226,8 +225,6 @@ def predict(
             sw_batch_size = min(sw_batch_size, CPU_MAX_WINDOWS)
     if lean is None:
         lean = 4 * config.widths[0] * math.prod(roi) > LEAN_BYTES
-    if device.type == "cpu":
-        tune_allocator()
     padded = padded.to(device)
     queries = queries.to(device=device, dtype=torch.float32)
 

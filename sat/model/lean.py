@@ -38,7 +38,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from sat.model.allocator import tune_allocator
 from sat.model.network import VETO, SATNet, SATOutput
 from sat.model.unet import ConvNormAct
 
@@ -308,8 +307,6 @@ def lean_forward(
             probability below ``veto``) get their presence logit everywhere and no mask product.
     """
     model.check_image(image)
-    if image.device.type == "cpu":
-        tune_allocator()
     slab = max(2, slab + slab % 2)
     outs = []
     with torch.inference_mode():

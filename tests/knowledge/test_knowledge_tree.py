@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
@@ -129,16 +127,11 @@ def test_prompt_variants_resolve(tree: sk.KnowledgeTree) -> None:
     assert ok / len(rows) >= 0.95
 
 
-def test_latency(tree: sk.KnowledgeTree) -> None:
-    times = []
-    for text in ["left kidney", "liver", "kidney, left", "L3", "IVC"] * 40:
-        start = time.perf_counter()
-        tree.resolve(text)
-        times.append(time.perf_counter() - start)
-    assert statistics.median(times) < 1e-3
-    start = time.perf_counter()
-    tree.resolve("left kidny")
-    assert time.perf_counter() - start < 0.05
+def test_common_prompts_and_a_typo_resolve(tree: sk.KnowledgeTree) -> None:
+    """What the latency benchmark times (benchmarks/knowledge_resolution.py), checked for its answers."""
+    expected = {"left kidney": "kidney_left", "liver": "liver", "kidney, left": "kidney_left",
+                "L3": "vertebrae_l3", "IVC": "inferior_vena_cava", "left kidny": "kidney_left"}
+    assert {text: tree.resolve(text).id for text in expected} == expected
 
 
 def test_no_torch_import() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -75,4 +77,14 @@ def test_rank_by_tree_and_by_encoder(tiny_tree, base_encoder):
     assert ranking.prefers(2, "spleen", "liver") is None  # string matching: no opinion without a hit
     encoded = rank_by_encoder(base_encoder.encode, tiny_tree, queries[:1])
     assert encoded.topk(1) == [["liver"]] and encoded.scores.shape == (1, len(tiny_tree))
-    assert throughput(base_encoder.encode, ["liver", "spleen"], repeats=1) > 0
+
+
+def test_throughput_is_prompts_per_second_of_the_fastest_repeat(monkeypatch):
+    """Measured on a fake clock: the wall-clock figures belong to benchmarks/text_retrieval.py."""
+    import sat.text.retrieval as retrieval
+
+    ticks = iter([0.0, 0.5, 1.0, 1.25, 2.0, 2.4])  # three repeats: 0.5 s, 0.25 s, 0.4 s
+    monkeypatch.setattr(retrieval, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    seen = []
+    assert throughput(seen.append, ["liver", "spleen"], repeats=3) == pytest.approx(8.0)
+    assert seen == [["liver", "spleen"]] * 3
