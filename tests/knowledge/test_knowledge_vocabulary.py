@@ -67,10 +67,13 @@ def test_parents_are_unions_of_the_original_classes(shared_terms):
     vocab = official_vocabulary(shared_terms / "sat" / "terminology_list.json")
     concepts = sorted({c for names in vocab.values() for c in names})
     segmenter = Segmenter(torch.nn.Linear(1, 1), {"concepts": concepts}, text_encoder=None, device="cpu")
-    plans = {p.prompt: p for p in segmenter.plan(["lumbar vertebrae", "caudate nucleus", "inner ear",
-                                                   "a made-up organ"])}
+    plans = {p.prompt: p for p in segmenter.plan(["lumbar vertebrae", "caudate nucleus", "inner ear"])}
     assert plans["lumbar vertebrae"].kind == "concept"  # an original class of its own
     assert plans["caudate nucleus"].members == ("caudate_nucleus_left", "caudate_nucleus_right")
     assert plans["inner ear"].kind == "union" and set(plans["inner ear"].members) == {"cochlea",
                                                                                       "vestibule_semicircular_canal"}
-    assert plans["a made-up organ"].kind == "text"
+    from sat.errors import UntrainedPromptError
+
+    with pytest.raises(UntrainedPromptError, match="not a knowledge-tree term"):
+        segmenter.plan(["a made-up organ"])  # outside the vocabulary: the untrained-prompt policy
+    assert segmenter.plan(["a made-up organ"], on_untrained="text")[0].kind == "text"
