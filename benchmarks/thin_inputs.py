@@ -70,11 +70,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     rows = measure(args.shared, args.model)
-    keys = list(rows[0])
-    print("| " + " | ".join(keys) + " |")
-    print("|" + "---|" * len(keys))
-    for row in rows:
-        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    import pandas as pd
+
+    from sat.evaluation.report import to_markdown
+
+    print(to_markdown(pd.DataFrame(rows)))
     return 0
 
 
