@@ -35,3 +35,24 @@ def shared_terms() -> Path:
             pytest.fail(f"SAT_REQUIRE_SHARED_DATA=1 but {path} is missing")
         pytest.skip("terminology sources not found beside the project (../shared/terms)")
     return path
+
+
+def _save_tiny_model(folder: Path, concepts, *, spacing=(12.0, 12.0, 12.0)) -> Path:
+    """A randomly initialised, very small SAT network saved like the shipped ones (seeded)."""
+    import torch
+
+    import sat.model
+
+    config = sat.model.get_config("sat-tiny").replace(
+        preset="test-tiny", widths=(8, 16, 32), depths=(1, 1, 1), decoder_depths=(1, 1), query_dim=32,
+        heads=4, ffn_dim=64, token_levels=2, mask_hidden=16, deep_supervision=1, patch_size=(32, 32, 32),
+        spacing=tuple(spacing))
+    torch.manual_seed(0)
+    extra = {"text_encoder": "base", "concepts": list(concepts)}
+    return sat.model.save_pretrained(sat.model.build_model(config), folder, extra=extra)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """Factory ``tiny_model(folder, concepts, spacing=...)`` -> folder of a seeded random tiny model."""
+    return _save_tiny_model

@@ -22,20 +22,9 @@ from sat.errors import InputError, UnsupportedFormatError, UntrainedPromptError,
 CONCEPTS = ["liver", "spleen", "kidney_left", "kidney_right", "aorta"]
 
 
-def save_tiny_model(folder, concepts=CONCEPTS):
-    """A randomly initialised, very small SAT network (same code path as the shipped ones)."""
-    config = sat.model.get_config("sat-tiny").replace(
-        preset="test-tiny", widths=(8, 16, 32), depths=(1, 1, 1), decoder_depths=(1, 1), query_dim=32,
-        heads=4, ffn_dim=64, token_levels=2, mask_hidden=16, deep_supervision=1, patch_size=(32, 32, 32),
-        spacing=(12.0, 12.0, 12.0))
-    torch.manual_seed(0)
-    extra = {"text_encoder": "base", "concepts": list(concepts)}
-    return sat.model.save_pretrained(sat.model.build_model(config), folder, extra=extra)
-
-
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
+def model_dir(tmp_path_factory, tiny_model):
+    return tiny_model(tmp_path_factory.mktemp("tiny"), CONCEPTS)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 import sat.model
 from sat import api, io
@@ -14,15 +13,9 @@ from sat.data.phantom import make_phantom
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    config = sat.model.get_config("sat-tiny").replace(
-        preset="test-tiny", widths=(8, 16, 32), depths=(1, 1, 1), decoder_depths=(1, 1), query_dim=32,
-        heads=4, ffn_dim=64, token_levels=2, mask_hidden=16, deep_supervision=1, patch_size=(32, 32, 32),
-        spacing=(9.0, 7.0, 11.0))
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("models") / "tiny-prob"
-    return sat.model.save_pretrained(sat.model.build_model(config), folder,
-                                     extra={"text_encoder": "base", "concepts": ["liver", "kidney_left", "kidney_right"]})
+def model_dir(tmp_path_factory, tiny_model):
+    return tiny_model(tmp_path_factory.mktemp("models") / "tiny-prob", ["liver", "kidney_left", "kidney_right"],
+                      spacing=(9.0, 7.0, 11.0))
 
 
 @pytest.fixture(scope="module")

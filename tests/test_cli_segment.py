@@ -10,7 +10,6 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 import sat.model
 from sat import api, io
@@ -21,15 +20,8 @@ CONCEPTS = ["liver", "spleen", "kidney_left", "kidney_right"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    config = sat.model.get_config("sat-tiny").replace(
-        preset="test-tiny", widths=(8, 16, 32), depths=(1, 1, 1), decoder_depths=(1, 1), query_dim=32,
-        heads=4, ffn_dim=64, token_levels=2, mask_hidden=16, deep_supervision=1, patch_size=(32, 32, 32),
-        spacing=(12.0, 12.0, 12.0))
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("models") / "tiny-test"
-    return sat.model.save_pretrained(sat.model.build_model(config), folder,
-                                     extra={"text_encoder": "base", "concepts": CONCEPTS})
+def model_dir(tmp_path_factory, tiny_model):
+    return tiny_model(tmp_path_factory.mktemp("models") / "tiny-test", CONCEPTS)
 
 
 @pytest.fixture(scope="module")
