@@ -30,7 +30,7 @@ evaluate: $(STAMP)
 	$(PY) evaluate/run_comparison.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sat tests benchmarks
+	$(VENV)/bin/ruff check sat tests benchmarks evaluate
 
 terms: $(STAMP)
 	$(VENV)/bin/sat terms build

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sat._atomic import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 EXAMPLE_CT = Path("data/ct/totalseg_abdomen/example_ct.nii.gz")
@@ -250,9 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Reproduce: `python benchmarks/inference.py --model {args.model}`", "",
     ])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_name(f".{args.out.name}.part")
-    tmp_out.write_text(text, encoding="utf-8")
-    tmp_out.replace(args.out)
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     print(text)
     return 0
 

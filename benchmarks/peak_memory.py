@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sat._atomic import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 BIG = (1024, 1024, 1000)
 SMALL = (512, 512, 500)
@@ -167,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Reproduce: `python benchmarks/peak_memory.py --model {args.model}`", "",
     ])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    part = args.out.with_name(f".{args.out.name}.part")
-    part.write_text(text, encoding="utf-8")
-    part.replace(args.out)
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     print(text)
     return 0
 

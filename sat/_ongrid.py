@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from sat._grid import nearest_indices
-from sat.postprocess import largest_component
+from sat.postprocess import bounding_box, largest_component
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +109,6 @@ def _threshold_and_label(logits: Sequence[torch.Tensor | Sequence[torch.Tensor]]
     return masks, labels
 
 
-def _model_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box of a C-ordered 3D bool mask (None when empty), from its flat nonzero indices."""
-    flat = np.flatnonzero(mask)
-    if flat.size == 0:
-        return None
-    _, ny, nz = mask.shape
-    yz = flat % (ny * nz)
-    y, z = yz // nz, yz % nz
-    return (slice(int(flat[0] // (ny * nz)), int(flat[-1] // (ny * nz)) + 1),
-            slice(int(y.min()), int(y.max()) + 1), slice(int(z.min()), int(z.max()) + 1))
-
-
 class _NearestLookup:
     """For each input axis: the model axis it comes from and the model index of every input voxel.
 
@@ -174,7 +162,7 @@ class _NearestLookup:
 
     def box(self, mask: np.ndarray) -> tuple[slice, ...] | None:
         """Input-grid bounding box of the voxels reading a model-space bool mask (None: empty)."""
-        model_box = _model_box(mask)
+        model_box = bounding_box(mask)
         if model_box is None:
             return None
         box = []
@@ -188,7 +176,7 @@ class _NearestLookup:
 
     def count(self, mask: np.ndarray) -> int:
         """Exact number of input voxels in the inverted mask, computed in model space (inside its box)."""
-        box = _model_box(mask)
+        box = bounding_box(mask)
         if box is None:
             return 0
         if self._counts is None:

@@ -26,9 +26,8 @@ from typing import Any
 import torch
 
 from sat._defaults import PRESENCE_VETO
-from sat._ongrid import probabilities_on_input_grid as _probabilities_on_input_grid
-from sat._ongrid import to_input_grid as _to_input_grid
 from sat.errors import InputError, WeightsError
+from sat.interactive import Session, guides_for
 from sat.knowledge.prompts import PromptPlan as _Plan
 from sat.postprocess import applies
 from sat.segmentation import Label, Segmentation
@@ -110,7 +109,7 @@ def load_model(name_or_dir: str | os.PathLike = DEFAULT_MODEL, *, device: str = 
         raise WeightsError(f"cannot load the model in {folder} ({type(exc).__name__}: {exc}); re-save it") from exc
     encoder = load_encoder(config.get("text_encoder", "default"), model_dir=folder, vocabulary=config.get("vocabulary"))
     name = str(name_or_dir) if str(name_or_dir) in shipped_models() else folder.name
-    return Segmenter(model, config, text_encoder=encoder, device=dev, name=name)
+    return Segmenter(model, config, text_encoder=encoder, device=dev, name=name, folder=folder)
 
 
 def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
@@ -173,13 +172,54 @@ class Segmenter:
     """
 
     def __init__(self, model, config: dict[str, Any], *, text_encoder, device: str | torch.device = "cpu",
-                 name: str = "custom") -> None:
+                 name: str = "custom", folder: str | os.PathLike | None = None) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.config = config
         self.text_encoder = text_encoder
         self.name = name
+        self.folder = Path(folder) if folder is not None else None
         self._queries: dict[tuple[str, str | None], torch.Tensor] = {}
+        self._parts: dict[str, Any] = {}  # prompt head and zoom-in model, loaded on first use
+
+    @property
+    def prompt_head(self):
+        """The :class:`~sat.model.prompt_head.PromptHead` for points and boxes (``<model>/prompts``).
+
+        Raises:
+            InputError: the model ships no prompt head.
+        """
+        if "head" not in self._parts:
+            from sat.model.prompt_head import HEAD_FOLDER, load_head
+
+            folder = self.folder / HEAD_FOLDER if self.folder is not None else None
+            if folder is None or not (folder / "config.json").is_file():
+                raise InputError(f"model {self.name!r} has no prompt head, so it takes no points or boxes; use a model "
+                                 "that ships one (sat-tiny) or train one with `sat train prompts`")
+            self._parts["head"] = load_head(folder, device=self.device)[0]
+        return self._parts["head"]
+
+    @property
+    def zoom_model(self) -> Segmenter:
+        """The zoom-in model (``<model>/zoom``: the same network fine-tuned on a finer grid), sharing
+        this model's text encoder and query cache.
+
+        Raises:
+            InputError: the model ships no zoom-in weights.
+        """
+        if "zoom" not in self._parts:
+            from sat.model import load_pretrained
+
+            folder = self.folder / "zoom" if self.folder is not None else None
+            if folder is None or not (folder / "config.json").is_file():
+                raise InputError(f"model {self.name!r} has no zoom-in weights, so zoom=True is not available; "
+                                 "use a model that ships them (sat-tiny)")
+            net, config = load_pretrained(folder)
+            zoomed = Segmenter(net, config, text_encoder=self.text_encoder, device=self.device,
+                               name=f"{self.name}/zoom", folder=folder)
+            zoomed._queries = self._queries  # same text encoder: one cache
+            self._parts["zoom"] = zoomed
+        return self._parts["zoom"]
 
     @property
     def concepts(self) -> list[str]:
@@ -224,8 +264,12 @@ class Segmenter:
     def segment(
         self,
         image: Any,
-        prompts: str | Sequence[str],
+        prompts: str | Sequence[str] | None = None,
         *,
+        points: Any = None,
+        box: Any = None,
+        space: str = "world",
+        zoom: bool = False,
         modality: str | None = None,
         on_untrained: str = "error",
         overlap: float | None = None,
@@ -242,6 +286,17 @@ class Segmenter:
             image: path, nibabel image, :class:`sat.io.Volume` or ``(array, affine)``.
             prompts: one prompt or a list; a concept with trained descendants but no label of
                 its own ("kidneys") is the union of those, each segmented as it would be alone.
+                None with ``points`` or ``box``: a structure given by them alone (named "region",
+                or by the keys of a ``points``/``box`` dict).
+            points: clicks ``(x, y, z)`` or ``(x, y, z, label)`` (label 1: the structure is here,
+                0: it is not) for the only prompt, or a dict prompt -> clicks. Only the windows
+                around them are recomputed, by the model's prompt head (:mod:`sat.interactive`).
+            box: ``(x0, y0, z0, x1, y1, z1)`` two opposite corners around the structure, for the
+                only prompt, or a dict prompt -> box.
+            space: ``"world"`` (default: points and boxes in RAS millimetres) or ``"voxel"``
+                (indices of the input array).
+            zoom: zoom-out-zoom-in: after this pass, segment each structure's region again on the
+                model's finer zoom-in grid (:mod:`sat.interactive.zoom`; slower).
             modality: ``"ct" | "mr" | "pet"``; default: the volume's (DICOM tag, NIfTI description or
                 intensity guess, logged).
             on_untrained: what a prompt the model was not trained on ("brain" for an abdominal
@@ -272,8 +327,9 @@ class Segmenter:
             DICOM series).
 
         Raises:
-            InputError: bad arguments or image, or an image the model would see as a single plane
-                (fewer than 2 model voxels along an axis: give more slices).
+            InputError: bad arguments or image, an image the model would see as a single plane
+                (fewer than 2 model voxels along an axis: give more slices), a point outside the
+                image, a box with no extent, points or a box on a union prompt.
         """
         from sat import io
         from sat.model.network import veto_logit
@@ -285,31 +341,54 @@ class Segmenter:
         if not 0.0 <= float(overlap) < 1.0:
             raise InputError(f"overlap must be in [0, 1), got {overlap}")
         veto_logit(presence_veto)  # a bad threshold fails before any work
-        plans = self.plan(prompts, on_untrained=on_untrained)
+        if zoom and (probabilities or points is not None or box is not None):
+            raise InputError("zoom=True takes text prompts only, without probabilities; segment with points, a box "
+                             "or probabilities=True without zoom")
+        plans = self._plans(prompts, points=points, box=box, on_untrained=on_untrained)
         volume = io.load(image, modality=modality, keep_dtype=True)  # an int16 CT stays int16: no float32 copy
         warnings = self._input_warnings(volume)
-        logits, record = self._predict(volume, plans, overlap=overlap, presence_gating=presence_gating,
-                                       presence_veto=float(presence_veto), progress=progress)
+        logits, record, model_image = self._predict(volume, plans, overlap=overlap, presence_gating=presence_gating,
+                                                    presence_veto=float(presence_veto), progress=progress)
         rule = self.config.get("postprocess") if largest_component else None
         slices = int(record.model_shape[2])  # axial slices in model space (RAS: axis 2)
         largest = [_one_piece(p, rule, slices) for p in plans]
-        crops, labelmap = _to_input_grid(logits, plans, record, threshold, largest)
-        probs = _probabilities_on_input_grid(logits, plans, record) if probabilities else None
+        session = Session(self, model_image, record, plans, logits, largest, {},
+                          {"overlap": float(overlap), "modality": volume.modality})
+        for prompt, guide in guides_for([p.prompt for p in plans], record, points=points, box=box, space=space).items():
+            session.run(session._index(prompt), guide)
         labels = [
             Label(value=i, prompt=p.prompt, concept=p.concept.id if p.concept else None,
                   name=p.concept.name if p.concept else None, kind=p.kind, members=p.members,
                   matched=p.matched, missing=p.missing, note=p.note)
-            for i, p in enumerate(plans, start=1)
+            for i, p in enumerate(session.plans, start=1)  # points/box alone may read a concept
         ]
         meta = {"model": self.name, "threshold": float(threshold), "overlap": float(overlap),
                 "on_untrained": on_untrained, "presence_gating": bool(presence_gating),
                 "presence_veto": float(presence_veto),
                 "largest_component": [p.prompt for p, keep in zip(plans, largest, strict=True) if any(keep)],
                 "model_spacing": list(self.spacing), "warnings": warnings}
-        planes = backdrop(volume.array, labelmap, volume.affine, volume.modality)  # the image itself is released
-        return Segmentation._from_crops(crops, volume.shape, volume.affine, labelmap, labels=labels,
-                                        backdrop=planes, modality=volume.modality, meta=meta,
-                                        probabilities=probs)
+        session.context = {"threshold": float(threshold), "probabilities": probabilities, "shape": volume.shape,
+                           "affine": volume.affine, "labels": labels, "modality": volume.modality, "meta": meta,
+                           "backdrop": None}
+        seg = session.result()
+        if zoom:
+            from sat.interactive.zoom import zoom_in
+
+            seg = zoom_in(self, volume, seg, session, largest_component=largest_component)
+        # the overlay's planes, kept instead of the image (which is released with the call)
+        seg._backdrop = session.context["backdrop"] = backdrop(volume.array, seg.labelmap, volume.affine,
+                                                               volume.modality)
+        return seg
+
+    def _plans(self, prompts, *, points: Any, box: Any, on_untrained: str) -> list[_Plan]:
+        """The text prompts' plans, or with ``prompts=None`` one ``"region"`` plan per structure given
+        by points or a box alone."""
+        if prompts is not None or (points is None and box is None):
+            return self.plan(prompts, on_untrained=on_untrained)
+        names = [n for value in (points, box) if isinstance(value, dict) for n in value]
+        names = _check_prompts(list(dict.fromkeys(names)) if names else ["region"])
+        return [_Plan(prompt=n, concept=None, kind="region", texts=(), note="given by points or a box alone")
+                for n in names]
 
     def _input_warnings(self, volume) -> list[str]:
         """What the result's reader should know about the input: the reader's geometry corrections
@@ -326,8 +405,8 @@ class Segmenter:
 
     def _predict(self, volume, plans: list[_Plan], *, overlap: float, presence_gating: bool, presence_veto: float,
                  progress: bool = False):
-        """Model-space logits ``[X', Y', Z']`` of each plan's members (a tuple per plan; empty for ``"empty"``)
-        and the preprocessing record."""
+        """Model-space logits ``[X', Y', Z']`` of each plan's members (a tuple per plan; empty for ``"empty"``
+        and ``"region"``), the preprocessing record and the standardized image ``[X', Y', Z']``."""
         from sat.model import predict
         from sat.preprocess import ct_scale_of, ct_window_of, standardize
 
@@ -337,21 +416,25 @@ class Segmenter:
         image, record = standardize(volume, spacing=self.spacing, ct_scale=ct_scale_of(intensity),
                                     ct_window=ct_window_of(intensity), crop_foreground="positive" if official else False,
                                     normalize="official" if official else True)
-        if not texts:  # every prompt is answered by an empty mask: nothing to predict
-            return [() for _ in plans], record
+        if not texts:  # every prompt is answered by an empty mask or by points: nothing to predict
+            return [() for _ in plans], record, image[0]
         queries = self.queries(texts, volume.modality).to(self.device)
         with torch.inference_mode():
             raw = predict(self.model, image[None].to(self.device), queries, overlap=overlap,
                           presence_gating=presence_gating, presence_veto=presence_veto, progress=progress,
                           official_blend=self.inference.get("blend") == "official")
         index = {t: i for i, t in enumerate(texts)}
-        return [tuple(raw[index[t]] for t in plan.texts) for plan in plans], record
+        return [tuple(raw[index[t]] for t in plan.texts) for plan in plans], record, image[0]
 
 
 def segment(
     image: Any,
-    prompts: str | Sequence[str],
+    prompts: str | Sequence[str] | None = None,
     *,
+    points: Any = None,
+    box: Any = None,
+    space: str = "world",
+    zoom: bool = False,
     model: str | os.PathLike | Segmenter = DEFAULT_MODEL,
     modality: str | None = None,
     on_untrained: str = "error",
@@ -372,6 +455,9 @@ def segment(
     Args:
         image: path (NIfTI, MGZ, NRRD, DICOM folder), nibabel image, Volume or ``(array, affine)``.
         prompts: one prompt or a list, e.g. ``"liver"`` or ``["liver", "left kidney", "ribs"]``.
+        points, box, space: clicks and a box steering the prompt(s), in world mm (RAS) or input
+            voxels (see :meth:`Segmenter.segment`); points or a box alone need no text.
+        zoom: zoom-out-zoom-in on each structure's region (finer grid, slower).
         model: shipped model name, model folder, or a loaded :class:`Segmenter`.
         modality: ``"ct" | "mr" | "pet"``; default: taken from the volume (DICOM tag, NIfTI
             description, else an intensity guess between CT and MR, logged).
@@ -395,7 +481,7 @@ def segment(
         >>> seg.volumes_ml()                                          # doctest: +SKIP
     """
     segmenter = model if isinstance(model, Segmenter) else _cached_model(model, device)
-    return segmenter.segment(image, prompts, modality=modality, on_untrained=on_untrained, overlap=overlap,
+    return segmenter.segment(image, prompts, points=points, box=box, space=space, zoom=zoom, modality=modality, on_untrained=on_untrained, overlap=overlap,
                              threshold=threshold, presence_gating=presence_gating, presence_veto=presence_veto,
                              largest_component=largest_component, progress=progress, probabilities=probabilities)
 

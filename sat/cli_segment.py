@@ -4,6 +4,9 @@ Examples::
 
     sat segment ct.nii.gz -p liver -p "left kidney" -o out/ --png
     sat segment ct.nii.gz --all -o out/          # every concept the model was trained on
+    sat segment ct.nii.gz -p liver --point 12.5,-40,88,+ --point 30,-20,90,- -o out/
+    sat segment ct.nii.gz --box 40,-80,60,120,10,140 -o out/       # a box alone, no text
+    sat segment ct.nii.gz -p pancreas --zoom -o out/              # zoom-out-zoom-in
     sat models                                   # shipped models: params, concepts, spacing
 """
 
@@ -28,10 +31,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "Writes labelmap.nii.gz, one mask per prompt and labels.json to OUTDIR.",
     )
     seg.add_argument("input", metavar="INPUT", help="image file or DICOM folder")
-    which = seg.add_mutually_exclusive_group(required=True)
+    which = seg.add_mutually_exclusive_group()
     which.add_argument("-p", "--prompt", action="append", metavar="PROMPT",
                        help="structure to segment, e.g. 'left kidney' (repeat for several)")
     which.add_argument("--all", action="store_true", help="segment every concept the model was trained on")
+    seg.add_argument("--point", action="append", default=[], metavar="X,Y,Z,SIGN",
+                     help="a click steering the prompt: world mm (RAS) and + (the structure is here) or - (it "
+                     "is not); repeat for several; with no -p, points (and --box) alone define the structure")
+    seg.add_argument("--box", metavar="X0,Y0,Z0,X1,Y1,Z1", help="two opposite corners around the structure (world mm)")
+    seg.add_argument("--voxel", action="store_true", help="--point and --box are input voxel indices, not mm")
+    seg.add_argument("--zoom", action="store_true",
+                     help="zoom-out-zoom-in: segment each structure's region again on the model's finer grid (slower)")
     seg.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created)")
     seg.add_argument("--model", default=None, metavar="NAME|DIR",
                      help="shipped model name (see `sat models`) or a model folder (default: sat-tiny)")
@@ -78,7 +88,14 @@ def run_segment(args: argparse.Namespace) -> int:
         raise InputError(f"output {out} exists and is a file; give a folder path with -o")
     if args.overlap is not None and not 0.0 <= args.overlap <= MAX_OVERLAP:
         raise InputError(f"--overlap must be in [0, {MAX_OVERLAP}], got {args.overlap}; 0.25 or 0.5 is usual")
-    if not args.all:
+    points = [parse_point(p) for p in args.point]
+    box = parse_numbers(args.box, 6, "--box", "X0,Y0,Z0,X1,Y1,Z1") if args.box else None
+    if not (args.all or args.prompt or points or box):
+        raise InputError("give prompts with -p (or --all), or a structure by --point/--box")
+    if (points or box) and (args.all or len(args.prompt or []) > 1):
+        raise InputError("--point and --box steer one prompt; give a single -p (or none), or use the Python API "
+                         "with a dict prompt -> points")
+    if args.prompt:
         api._check_prompts(args.prompt)  # fail before anything is loaded
     check_writable(out)  # before minutes of inference, not after
     if args.tune_allocator:
@@ -93,7 +110,8 @@ def run_segment(args: argparse.Namespace) -> int:
             raise InputError(f"model {segmenter.name!r} does not list its concepts; give prompts with -p")
     else:
         prompts = args.prompt
-    seg = segmenter.segment(volume, prompts, on_untrained=args.on_untrained, overlap=args.overlap,
+    seg = segmenter.segment(volume, prompts, points=points or None, box=box, space="voxel" if args.voxel else "world",
+                            zoom=args.zoom, on_untrained=args.on_untrained, overlap=args.overlap,
                             threshold=args.threshold, presence_gating=not args.no_presence_gating,
                             presence_veto=args.presence_veto, largest_component=not args.keep_all_components,
                             progress=not args.no_progress, probabilities=args.probabilities)
@@ -108,11 +126,33 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_numbers(text: str, n: int, what: str, form: str) -> tuple[float, ...]:
+    """``n`` comma-separated finite numbers (InputError naming ``what`` and its ``form`` otherwise)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != n or not all(math.isfinite(v) for v in values):
+        raise InputError(f"{what} {text!r} is not {form} ({n} numbers separated by commas)")
+    return values
+
+
+def parse_point(text: str) -> tuple[float, float, float, int]:
+    """``"x,y,z,+"`` or ``"x,y,z,-"`` (also 1/0; no sign: +) -> ``(x, y, z, label)``."""
+    head, _, sign = str(text).rpartition(",")
+    labels = {"+": 1, "1": 1, "-": 0, "0": 0}
+    if sign.strip() in labels and head.count(",") == 2:
+        return (*parse_numbers(head, 3, "--point", "X,Y,Z,SIGN"), labels[sign.strip()])  # type: ignore[return-value]
+    return (*parse_numbers(text, 3, "--point", "X,Y,Z,SIGN with SIGN + or -"), 1)  # type: ignore[return-value]
+
+
 def _how(label) -> str:
     """How a prompt was segmented, for the summary table."""
     if label.kind == "union":
         return f"union of {len(label.members)}" + (" (partial)" if label.missing else "")
-    return {"concept": "trained class", "text": "free text", "empty": "not trained: empty"}.get(label.kind, label.kind)
+    return {"concept": "trained class", "text": "free text", "empty": "not trained: empty",
+            "region": "points/box"}.get(label.kind, label.kind)
 
 
 def model_summary(folder: Path) -> dict:

@@ -54,8 +54,9 @@ def components(mask: np.ndarray) -> int:
     return int(ndimage.label(mask, structure=_FULL)[1])
 
 
-def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box of a 3D bool mask (None when empty)."""
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box ``(slice, slice, slice)`` of a 3D bool mask (None when empty): the one used
+    everywhere (crops, zoom-in regions, simulated boxes)."""
     spans = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
     return None if spans[0].size == 0 else tuple(slice(int(s[0]), int(s[-1]) + 1) for s in spans)
 
@@ -68,7 +69,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     mask = np.asarray(mask, dtype=bool)
-    box = _box(mask)
+    box = bounding_box(mask)
     if box is None:
         return mask
     labels, n = ndimage.label(mask[box], structure=_FULL)
@@ -78,6 +79,30 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     sizes[0] = 0
     out = np.zeros_like(mask)
     out[box] = labels == int(sizes.argmax())
+    return out
+
+
+def keep_components(mask: np.ndarray, seeds: Sequence[Sequence[int]], *, largest: bool) -> np.ndarray:
+    """The 26-connected components of a bool mask ``[X, Y, Z]`` that hold a seed voxel ``(x, y, z)``,
+    plus the largest component with ``largest`` (same shape)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    box = bounding_box(mask)
+    if box is None:
+        return mask
+    labels, n = ndimage.label(mask[box], structure=_FULL)
+    keep = set()
+    for seed in seeds:
+        local = tuple(int(v) - s.start for v, s in zip(seed, box, strict=True))
+        if all(0 <= v < s.stop - s.start for v, s in zip(local, box, strict=True)) and labels[local]:
+            keep.add(int(labels[local]))
+    if largest and n:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        keep.add(int(sizes.argmax()))
+    out = np.zeros_like(mask)
+    out[box] = np.isin(labels, sorted(keep)) if keep else False
     return out
 
 
@@ -96,7 +121,7 @@ def min_slices(mask: np.ndarray, window: int) -> int | None:
         piece (``window + 1`` when even ``window`` slices can split it: only thicker inputs qualify).
     """
     mask = np.asarray(mask, dtype=bool)
-    box = _box(mask)
+    box = bounding_box(mask)
     if box is None:
         return None
     crop = mask[box]

@@ -31,6 +31,7 @@ import numpy as np
 
 from sat._atomic import default_mode
 from sat.errors import InputError
+from sat.postprocess import bounding_box
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,11 @@ class _Crop:
 
     def __init__(self, mask: np.ndarray, offset: Sequence[int] = (0, 0, 0)) -> None:
         mask = np.asarray(mask, dtype=bool)
-        hits = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-        if any(h.size == 0 for h in hits):
+        local = bounding_box(mask)
+        if local is None:
             self.box = (slice(0, 0),) * 3
             self.data = np.zeros((0, 0, 0), dtype=bool)
         else:
-            local = tuple(slice(int(h[0]), int(h[-1]) + 1) for h in hits)
             self.data = np.ascontiguousarray(mask[local])
             self.box = tuple(slice(s.start + o, s.stop + o) for s, o in zip(local, offset, strict=True))
         self.voxels = int(np.count_nonzero(self.data))
@@ -209,6 +209,7 @@ class Segmentation:
         self.meta = dict(meta or {})
         self.masks: Mapping[str, np.ndarray] = _MaskView(self)
         self.probabilities: Mapping[str, np.ndarray] = _Probabilities(self, None)
+        self._session = None  # sat.interactive.Session of a model's result: what refine() needs
 
     # -- access ---------------------------------------------------------------------------
     @property
@@ -254,6 +255,27 @@ class Segmentation:
 
     def __repr__(self) -> str:
         return f"Segmentation(shape={self._shape}, prompts={self.prompts})"
+
+    def refine(self, prompt: str, *, add: Sequence = (), remove: Sequence = (), space: str = "world") -> Segmentation:
+        """A corrected copy: clicks where ``prompt``'s structure is (``add``) or is not (``remove``).
+
+        Only the model windows around the new clicks are recomputed, by the model's prompt head; the
+        mask elsewhere is kept. Clicks are ``(x, y, z)`` in world mm (RAS), or input voxel indices
+        with ``space="voxel"``; earlier clicks and boxes of the prompt stay in force.
+
+        Raises:
+            InputError: this result was not made by a model in this process (e.g. a Segmentation
+                built from arrays, or one made with ``zoom=True``), no click, a click outside the image.
+
+        Example:
+            >>> seg = sat.segment("ct.nii.gz", "liver")                     # doctest: +SKIP
+            >>> seg = seg.refine("liver", add=[(12.5, -40.0, 88.0)])        # doctest: +SKIP
+        """
+        session = getattr(self, "_session", None)
+        if session is None:
+            raise InputError("this segmentation cannot be refined: refine results of Segmenter.segment / sat.segment "
+                             "made without zoom=True")
+        return session.refine(prompt, add=add, remove=remove, space=space)
 
     def voxels(self, key: str) -> int:
         """Number of voxels in a prompt's mask (no full-size array is built)."""

@@ -86,6 +86,12 @@ def test_segment_all_concepts(model_dir, ct_path, tmp_path):
     (["CT", "-p", "liver", "--model", "no-such-model"], "unknown model 'no-such-model'; shipped models"),
     (["CT", "-p", "liver", "--threshold", "2"], "threshold"),
     (["CT", "-p", "liver", "--presence-veto", "1.5"], "presence_veto must be a probability"),
+    (["CT", "-p", "liver", "--point", "1,2"], "--point '1,2' is not X,Y,Z,SIGN"),
+    (["CT", "-p", "liver", "--point", "1,2,3,?"], "is not X,Y,Z,SIGN"),
+    (["CT", "-p", "liver", "--box", "1,2,3,4,5"], "--box '1,2,3,4,5' is not X0,Y0,Z0,X1,Y1,Z1"),
+    (["CT", "-p", "liver", "-p", "spleen", "--point", "1,2,3,+"], "steer one prompt"),
+    (["CT"], "give prompts with -p"),
+    (["CT", "--point", "1,2,3,+"], "has no prompt head"),
 ])
 def test_segment_errors(args, match, model_dir, ct_path, tmp_path, capsys):
     args = [str(ct_path) if a == "CT" else str(tmp_path / "nope.nii.gz") if a == "MISSING" else a for a in args]
@@ -164,10 +170,7 @@ def test_segment_corrupt_weights(model_dir, ct_path, tmp_path, capsys):
     assert "corrupt" in _error_line(capsys)
 
 
-def test_segment_needs_prompts_or_all(ct_path, tmp_path):
-    with pytest.raises(SystemExit) as info:
-        main(["segment", str(ct_path), "-o", str(tmp_path / "o")])
-    assert info.value.code == 2
+def test_segment_takes_prompts_or_all_not_both(ct_path, tmp_path):
     with pytest.raises(SystemExit):
         main(["segment", str(ct_path), "-p", "liver", "--all", "-o", str(tmp_path / "o")])
 
@@ -236,3 +239,12 @@ def test_demo_on_the_held_out_real_people(shared_data, tmp_path, capsys):
         assert table["reference_ml"][0] > 500 and table["dice"][0] > 0.7  # a real liver, found by the shipped model
         if shape:
             assert nib.load(out / case / "ct.nii.gz").shape == shape  # the series' own grid
+
+
+def test_point_and_box_flags_parse_signs_and_numbers():
+    from sat.cli_segment import parse_point
+
+    assert parse_point("12.5,-40,88,+") == (12.5, -40.0, 88.0, 1)
+    assert parse_point("1,2,3,-") == (1.0, 2.0, 3.0, 0)
+    assert parse_point("1, 2, 3") == (1.0, 2.0, 3.0, 1)
+    assert parse_point("1,2,0") == (1.0, 2.0, 0.0, 1)  # three numbers: a positive click at z = 0

@@ -107,6 +107,10 @@ class ExportOnEnd(L.Callback):
         for cb in trainer.callbacks:
             if isinstance(cb, Throughput):
                 training = cb.summary(trainer)
+        if hasattr(pl_module, "export"):  # a second-stage module exports its own part
+            log.info("exported the trained head to %s", pl_module.export(self.directory, half=self.half,
+                                                                          extra={"training": training}))
+            return
         training["init_from"] = pl_module.hparams.get("init_from")
         out = export_trained(pl_module.net, self.directory, dm, half=self.half, extra={"training": training})
         log.info("exported the trained model to %s", out)

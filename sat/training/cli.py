@@ -1,4 +1,5 @@
-"""``sat train``: stage 1 (``text``, contrastive text pretraining) and stage 2 (``seg``).
+"""``sat train``: stage 1 (``text``, contrastive text pretraining), stage 2 (``seg``) and the
+prompt head for points and boxes (``prompts``, over a frozen stage-2 model).
 
 Examples::
 
@@ -7,6 +8,7 @@ Examples::
     sat train seg train/tiny-cpu.yaml --resume
     sat train seg train/tiny-cpu.yaml trainer.max_steps=50 data.batch_size=1
     sat train seg train/tiny-cpu.yaml --resume --set trainer.max_steps=800
+    sat train prompts train/prompts-tiny-cpu.yaml
 """
 
 from __future__ import annotations
@@ -39,6 +41,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     seg.add_argument("--export", metavar="DIR", help="also export the final model (safetensors + config.json)")
     seg.set_defaults(func=_seg)
 
+    prompts = stages.add_parser(
+        "prompts", help="prompt-head training (points and boxes) over a frozen model, from a recipe YAML",
+        description="Run a LightningCLI recipe of sat.training.prompted.PromptTraining: the head that "
+        "reads clicks and boxes is trained with simulated users while the segmentation network stays frozen.",
+    )
+    prompts.add_argument("recipe", help="recipe YAML, e.g. train/prompts-tiny-cpu.yaml")
+    prompts.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides with dotted names")
+    prompts.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE", dest="more",
+                         help="one more override (repeatable)")
+    prompts.add_argument("--resume", action="store_true", help="continue from the recipe's last checkpoint")
+    prompts.add_argument("--export", metavar="DIR", help="also export the head (safetensors + config.json)")
+    prompts.set_defaults(func=_seg, module="prompts")
+
     text = stages.add_parser(
         "text", help="knowledge-enhanced contrastive pretraining of the text encoder",
         description="Train the text-encoder delta on the knowledge tree (recipe keys are the "
@@ -63,7 +78,12 @@ def _seg(args: argparse.Namespace) -> int:
     from sat.training.run import train_segmentation
 
     overrides = [*args.overrides, *args.more]
-    cli = train_segmentation(args.recipe, overrides=overrides, resume=args.resume, export=args.export)
+    module = None
+    if getattr(args, "module", None) == "prompts":
+        from sat.training.prompted import PromptTraining
+
+        module = PromptTraining
+    cli = train_segmentation(args.recipe, overrides=overrides, resume=args.resume, export=args.export, module=module)
     trainer = cli.trainer
     if trainer.is_global_zero:
         print(f"trained {trainer.global_step} steps; checkpoints in {trainer.default_root_dir}")

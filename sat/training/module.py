@@ -38,8 +38,9 @@ def dice_scores(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total)).float()
 
 
-# Config fields that do not shape the weights: fine-tuning may change them (e.g. a larger patch).
-WEIGHT_FREE = frozenset({"patch_size"})
+# Config fields that do not shape the weights: fine-tuning may change them (e.g. a larger patch,
+# or a finer grid for zoom-in weights).
+WEIGHT_FREE = frozenset({"patch_size", "spacing"})
 
 
 def _initialise(net: nn.Module, name_or_dir: str, net_config: dict | None) -> None:
@@ -48,12 +49,30 @@ def _initialise(net: nn.Module, name_or_dir: str, net_config: dict | None) -> No
     from sat.model import load_pretrained
 
     source, config = load_pretrained(model_dir(name_or_dir))
-    differ = sorted(k for k in net_config or {} if k not in WEIGHT_FREE and config["model"].get(k) != net_config[k])
+    saved = source.config.to_dict()  # defaults filled in for fields older configs do not list
+    differ = sorted(k for k in net_config or {} if k not in WEIGHT_FREE and saved.get(k) != net_config[k])
     if differ:
         raise ConfigError(f"init_from {name_or_dir!r} has another architecture (differs in {differ}); "
                           "use the same model config as the saved model")
     net.load_state_dict({k: v.float() for k, v in source.state_dict().items()}, strict=True)
     log.info("network initialised from %s", name_or_dir)
+
+
+def with_schedule(module: L.LightningModule, opt: torch.optim.Optimizer) -> dict:
+    """``opt`` with linear warm-up (``hparams.warmup_steps``) then cosine decay to ``lr * min_lr_ratio``
+    at the trainer's last step, stepped per batch (Lightning's optimizer dict)."""
+    h = module.hparams
+    total = max(1, int(module.trainer.estimated_stepping_batches)) if module._trainer is not None else 1000
+    warm = min(h.warmup_steps, max(0, total - 1))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return h.min_lr_ratio + (1 - h.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class SATSegmentation(L.LightningModule):
@@ -147,14 +166,4 @@ class SATSegmentation(L.LightningModule):
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": h.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=h.lr
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1000
-        warm = min(h.warmup_steps, max(0, total - 1))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / (warm + 1)
-            progress = min(1.0, (step - warm) / max(1, total - warm))
-            return h.min_lr_ratio + (1 - h.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return with_schedule(self, opt)

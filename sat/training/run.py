@@ -23,8 +23,11 @@ __all__ = ["build_cli", "last_checkpoint", "train_segmentation"]
 log = logging.getLogger(__name__)
 
 
-def build_cli(recipe: str | Path, *, overrides: Sequence[str] = ()):
+def build_cli(recipe: str | Path, *, overrides: Sequence[str] = (), module: type | None = None):
     """Parse a recipe (+ ``key=value`` overrides) into an un-run LightningCLI.
+
+    ``module``: the LightningModule class (default :class:`~sat.training.module.SATSegmentation`;
+    :class:`~sat.training.prompted.PromptTraining` for the prompt head).
 
     Raises:
         ConfigError: missing recipe, malformed override or invalid recipe content.
@@ -46,7 +49,7 @@ def build_cli(recipe: str | Path, *, overrides: Sequence[str] = ()):
         args.append(f"--{key}={value}")
     try:
         return LightningCLI(
-            SATSegmentation, SATDataModule, args=args, run=False,
+            module or SATSegmentation, SATDataModule, args=args, run=False,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False},
         )
@@ -69,7 +72,8 @@ def last_checkpoint(trainer) -> Path:
 
 
 def train_segmentation(
-    recipe: str | Path, *, overrides: Sequence[str] = (), resume: bool = False, export: str | Path | None = None
+    recipe: str | Path, *, overrides: Sequence[str] = (), resume: bool = False, export: str | Path | None = None,
+    module: type | None = None,
 ):
     """Train (or resume) a recipe; returns the LightningCLI (trainer, model, datamodule).
 
@@ -78,8 +82,9 @@ def train_segmentation(
         overrides: ``key=value`` LightningCLI overrides.
         resume: continue exactly from the recipe's ``last.ckpt``.
         export: also export the final network to this folder (rank 0).
+        module: the LightningModule class (see :func:`build_cli`).
     """
-    cli = build_cli(recipe, overrides=overrides)
+    cli = build_cli(recipe, overrides=overrides, module=module)
     ckpt = last_checkpoint(cli.trainer) if resume else None
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
@@ -87,5 +92,8 @@ def train_segmentation(
     if export is not None and cli.trainer.is_global_zero:
         from sat.training.export import export_trained
 
-        export_trained(cli.model.net, export, cli.datamodule)
+        if hasattr(cli.model, "export"):
+            cli.model.export(export)
+        else:
+            export_trained(cli.model.net, export, cli.datamodule)
     return cli

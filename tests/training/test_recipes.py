@@ -20,7 +20,7 @@ def _load(name: str) -> dict:
     return yaml.safe_load((TRAIN / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["tiny-cpu.yaml", "small-cpu.yaml", "nano.yaml", "pro.yaml"])
+@pytest.mark.parametrize("name", ["tiny-cpu.yaml", "small-cpu.yaml", "nano.yaml", "pro.yaml", "tiny-zoom-cpu.yaml"])
 def test_recipe_sections_use_known_arguments(name):
     recipe = _load(name)
     data_args = set(inspect.signature(SATDataModule.__init__).parameters)
@@ -69,3 +69,22 @@ def test_windowed_recipes_record_the_abdominal_window():
         recipe = _load(name)
         if "btcv_abdomen_24" in recipe["data"]["datasets"]:
             assert tuple(recipe["data"]["ct_window"]) == ABDOMEN_WINDOW, name
+
+
+def test_prompt_head_recipe_uses_known_arguments_and_the_shipped_data():
+    from sat.training.prompted import MODES, PromptTraining
+
+    recipe, tiny = _load("prompts-tiny-cpu.yaml"), _load("tiny-cpu.yaml")
+    assert set(recipe["model"]) <= set(inspect.signature(PromptTraining.__init__).parameters)
+    assert set(recipe["data"]) <= set(inspect.signature(SATDataModule.__init__).parameters)
+    assert set(recipe["model"]["modes"]) == set(MODES) and recipe["model"]["base"] == "sat-tiny"
+    for key in ("cache", "datasets", "concepts", "patch_size", "ct_window"):  # the frozen network's data
+        assert recipe["data"][key] == tiny["data"][key]
+
+
+def test_zoom_recipe_fine_tunes_the_shipped_network_on_a_finer_grid():
+    recipe, tiny = _load("tiny-zoom-cpu.yaml"), _load("tiny-cpu.yaml")
+    zoom_net, tiny_net = (r["model"]["net"]["init_args"]["config"] for r in (recipe, tiny))
+    assert {k: v for k, v in zoom_net.items() if k != "spacing"} == {k: v for k, v in tiny_net.items() if k != "spacing"}
+    assert max(zoom_net["spacing"]) <= 3.0 and min(zoom_net["spacing"]) < min(tiny_net["spacing"])
+    assert recipe["model"]["init_from"] == "sat-tiny" and recipe["data"]["concepts"] == tiny["data"]["concepts"]

@@ -1,0 +1,96 @@
+"""What a guide's head logits change (VISTA3D's merge rule, made local to the clicks).
+
+- **Clicks** change only the error regions they point at: where the head adds voxels to the
+  current mask, the added pieces that hold a positive click are taken; where it removes voxels,
+  the removed pieces that hold a negative click are taken; everything else keeps the current
+  (automatic) mask, so a click never disturbs the rest of the structure.
+- **A box** (its first run) replaces the mask inside its region by the head's, and bounds the
+  structure: nothing is kept beyond the box and a margin of ``BOX_MARGIN`` model voxels.
+- Then the component rule: a one-piece structure keeps its largest component plus every component
+  holding a positive click; a structure without text keeps the components holding positive
+  clicks, or (box only) the largest one.
+
+Example:
+    >>> import torch
+    >>> from sat.interactive.guides import Guide
+    >>> auto = torch.full((20, 20, 20), -5.0); auto[2:8, 2:8, 2:8] = 5.0
+    >>> head = torch.full((20, 20, 20), 5.0)                       # a head that says "everything"
+    >>> out = apply_guide(auto, head, (slice(0, 20),) * 3, Guide(clicks=[(15.0, 15.0, 15.0, 1)]),
+    ...                   has_text=True, one_piece=False)
+    >>> int((out > 0).sum())                                       # the clicked piece joins the mask
+    8000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from sat.interactive.guides import BOX_MARGIN, Guide
+from sat.postprocess import keep_components
+
+__all__ = ["OUTSIDE", "apply_guide"]
+
+OUTSIDE = -20.0  # logit of "not in the mask" where nothing says the structure is
+
+
+def _seeds(clicks: Sequence, shape: Sequence[int]) -> list[tuple[int, int, int]]:
+    """The voxel of each click and its 6 neighbours (a click between voxels still hits its piece)."""
+    out = []
+    for c in clicks:
+        centre = np.floor(np.asarray(c[:3], np.float64) + 0.5).astype(int)
+        for d in ((0, 0, 0), (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)):
+            v = np.clip(centre + d, 0, np.asarray(shape) - 1)
+            out.append(tuple(int(x) for x in v))
+    return out
+
+
+def _box_mask(box: Sequence[int], shape: Sequence[int], margin: int) -> np.ndarray:
+    inside = np.zeros(tuple(shape), bool)
+    lo = [max(0, b - margin) for b in box[:3]]
+    hi = [min(n, b + 1 + margin) for b, n in zip(box[3:], shape, strict=True)]
+    inside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+    return inside
+
+
+def apply_guide(logits: torch.Tensor, new: torch.Tensor, region: tuple[slice, ...], guide: Guide, *,
+                has_text: bool, one_piece: bool, clicks: Sequence | None = None, replace: bool = False
+                ) -> torch.Tensor:
+    """Model-space logits ``[X, Y, Z]`` of a guided prompt (rules of the module docstring).
+
+    Args:
+        logits: the current logits (automatic, or of the previous correction; ignored without text).
+        new: the head's logits over ``region``.
+        region: model-space slices of ``new``.
+        guide: all clicks and the box of the prompt.
+        has_text: the prompt has text (else it starts from an empty mask).
+        one_piece: the model's one-piece rule applies to the structure.
+        clicks: the clicks whose error regions may change (default: all of the guide's).
+        replace: take the head's mask in the whole region (a box's first run).
+    """
+    out = logits.clone().float() if has_text else torch.full(tuple(logits.shape), OUTSIDE)
+    head = torch.full_like(out, OUTSIDE)
+    head[region] = new.to(out.dtype)
+    clicks = guide.clicks if clicks is None else list(clicks)
+    if replace:
+        out[region] = head[region]
+    else:
+        current, proposed = (out > 0).numpy(), (head > 0).numpy()
+        added = keep_components(proposed & ~current, _seeds([c for c in clicks if c[3]], current.shape), largest=False)
+        removed = keep_components(current & ~proposed, _seeds([c for c in clicks if not c[3]], current.shape),
+                                  largest=False)
+        take = torch.from_numpy(added | removed)
+        out[take] = head[take]
+    mask = (out > 0).numpy()
+    if guide.box is not None:
+        mask &= _box_mask(guide.box, mask.shape, BOX_MARGIN)
+    seeds = [tuple(int(np.clip(np.floor(v + 0.5), 0, n - 1)) for v, n in zip(c[:3], mask.shape, strict=True))
+             for c in guide.positives]
+    if has_text:
+        kept = keep_components(mask, seeds, largest=True) if one_piece else mask
+    else:
+        kept = keep_components(mask, seeds, largest=not seeds)
+    out[torch.from_numpy((out > 0).numpy() & ~kept)] = OUTSIDE
+    return out

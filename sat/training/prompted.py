@@ -1,0 +1,150 @@
+"""Second training stage: the prompt head (points and boxes) over a frozen SAT network.
+
+Every training patch (from :class:`~sat.data.module.SATDataModule`) gives one structure in it
+a simulated user, in one of four modes drawn with ``modes`` probabilities:
+
+- ``correct``: the text prompt plus 1-5 corrective clicks at the largest errors of the frozen
+  network's own mask (:func:`sat.data.clicks.click_sequence`);
+- ``text_box``: the text prompt, a box from the reference jittered by up to ``jitter`` voxels,
+  and 0-2 corrective clicks;
+- ``box``: a jittered box alone (no text), plus 0-1 positive and 0-1 negative clicks;
+- ``points``: 1-3 positive and 0-2 negative clicks, no text.
+
+No left-right flips (the augmentations of the data module keep sides). The loss is Dice + BCE
+of the head's logits against the reference. Only the head is trained and saved.
+
+Example:
+    >>> from sat.training.prompted import PromptTraining
+    >>> module = PromptTraining(base="sat-tiny")            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
+
+from sat.data.clicks import click_sequence, random_clicks, reference_box
+from sat.errors import ConfigError
+from sat.model.prompt_head import PromptHead, guidance_maps, load_head, network_parts, save_head
+from sat.training.module import with_schedule
+
+__all__ = ["MODES", "PromptTraining", "simulate"]
+
+log = logging.getLogger(__name__)
+
+MODES = {"correct": 0.4, "text_box": 0.15, "box": 0.25, "points": 0.2}
+
+
+def simulate(mode: str, reference: np.ndarray, auto: np.ndarray, rng: np.random.Generator, *,
+             jitter: int = 3) -> tuple[bool, list, tuple | None]:
+    """(has_text, clicks, box) of one simulated user for a bool reference and the automatic mask."""
+    if mode == "correct":
+        return True, click_sequence(auto, reference, int(rng.integers(1, 6)), rng=rng, spread=0.5), None
+    if mode == "text_box":
+        clicks = click_sequence(auto, reference, int(rng.integers(0, 3)), rng=rng, spread=0.5)
+        return True, clicks, reference_box(reference, rng=rng, jitter=jitter)
+    if mode == "box":
+        clicks = random_clicks(reference, rng, positive=int(rng.integers(0, 2)), negative=int(rng.integers(0, 2)))
+        return False, clicks, reference_box(reference, rng=rng, jitter=jitter)
+    if mode == "points":
+        return False, random_clicks(reference, rng, positive=int(rng.integers(1, 4)),
+                                    negative=int(rng.integers(0, 3))), None
+    raise ConfigError(f"unknown prompt mode {mode!r}; use one of {sorted(MODES)}")
+
+
+class PromptTraining(L.LightningModule):
+    """Train a :class:`~sat.model.prompt_head.PromptHead` over a frozen shipped SAT model.
+
+    Args:
+        base: shipped model name or folder whose network is frozen (its export gets the head).
+        features: the head's BasicUNet widths.
+        modes: probability of each simulated-user mode (see the module docstring).
+        jitter: box jitter in voxels.
+        lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with warm-up and cosine decay.
+        seed: the simulation's random generator is seeded from it and the global step.
+        init_head: a saved head folder (:func:`~sat.model.prompt_head.save_head`) to continue from.
+    """
+
+    def __init__(self, base: str = "sat-tiny", *, features: tuple[int, ...] = (16, 16, 32, 64, 128, 16),
+                 modes: Mapping[str, float] | None = None, jitter: int = 3, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, warmup_steps: int = 50, min_lr_ratio: float = 0.02,
+                 seed: int = 0, init_head: str | None = None) -> None:
+        super().__init__()
+        from sat.api import model_dir
+        from sat.model import load_pretrained
+
+        self.save_hyperparameters()
+        self.net, _ = load_pretrained(model_dir(base))
+        self.net.requires_grad_(False)
+        self.head = PromptHead.for_network(self.net.config, features=tuple(features))
+        if init_head is not None:
+            saved, _ = load_head(init_head)
+            if saved.config != self.head.config:
+                raise ConfigError(f"init_head {init_head!r} has another shape ({saved.config}); use its features")
+            self.head.load_state_dict(saved.state_dict())
+        weights = dict(modes or MODES)
+        unknown = set(weights) - set(MODES)
+        if unknown or not weights or min(weights.values()) < 0:
+            raise ConfigError(f"modes must give non-negative weights to {sorted(MODES)}, got {weights}")
+        total = sum(weights.values())
+        self.modes = list(weights)
+        self.p_modes = [w / total for w in weights.values()]
+        self.dice = DiceLoss(sigmoid=True, reduction="mean", smooth_nr=1e-5, smooth_dr=1e-5)
+
+    def on_fit_start(self) -> None:
+        self.net.eval()  # frozen: instance norms have no running statistics, but stay explicit
+        self.net.to(memory_format=torch.channels_last_3d)
+
+    def _chosen(self, batch: dict, rng: np.random.Generator):
+        """(rows, query index per row) of the patches with a structure present, one at random each."""
+        present = batch["target"].flatten(2).any(-1) & batch["query_mask"].bool()
+        rows, picks = [], []
+        for i in range(present.shape[0]):
+            idx = torch.nonzero(present[i]).flatten().tolist()
+            if idx:
+                rows.append(i)
+                picks.append(int(rng.choice(idx)))
+        return rows, picks
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        rng = np.random.default_rng(self.hparams.seed * 100_003 + self.global_step)
+        rows, picks = self._chosen(batch, rng)
+        if not rows:
+            return None
+        image = batch["image"][rows].contiguous(memory_format=torch.channels_last_3d)
+        queries = batch["queries"][rows, picks][:, None]
+        target = batch["target"][rows, picks][:, None].float()
+        logit, feats = network_parts(self.net, image, queries)
+        auto = (logit[:, 0] > 0).cpu().numpy()
+        ref = target[:, 0].bool().cpu().numpy()
+        flags, maps = [], []
+        for i in range(len(rows)):
+            mode = str(rng.choice(self.modes, p=self.p_modes))
+            has_text, clicks, box = simulate(mode, ref[i], auto[i], rng, jitter=self.hparams.jitter)
+            flags.append(has_text)
+            maps.append(guidance_maps(ref[i].shape, points=clicks, box=box, sigma=self.head.config.click_sigma))
+        guidance = torch.stack(maps).to(image.device)
+        out = self.head(image, feats, logit, torch.tensor(flags, device=image.device), guidance)
+        dice = self.dice(out, target)
+        bce = F.binary_cross_entropy_with_logits(out, target)
+        loss = dice + bce
+        bs = len(rows)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log_dict({"train/dice": dice.detach(), "train/bce": bce.detach()}, batch_size=bs)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.head.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return with_schedule(self, opt)
+
+    def export(self, directory: str, *, half: bool = True, extra: dict | None = None):
+        """Write the head (:func:`sat.model.prompt_head.save_head`) for the base model; returns the folder."""
+        return save_head(self.head, directory, half=half,
+                         extra={"base": self.hparams.base, "modes": dict(zip(self.modes, self.p_modes, strict=True)),
+                                **(extra or {})})

@@ -1,0 +1,76 @@
+"""The prompt head: guidance maps, its starting point, weights I/O, and one training step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sat.errors import WeightsError
+from sat.model import build_model
+from sat.model.prompt_head import (
+    PromptHead,
+    guidance_maps,
+    load_head,
+    network_parts,
+    prompted_forward,
+    save_head,
+)
+
+
+def test_guidance_maps_mark_clicks_and_the_box_in_window_coordinates():
+    maps = guidance_maps((10, 10, 10), points=[(12.0, 13.0, 14.0, 1), (25.0, 25.0, 25.0, 0)],
+                         box=(11, 11, 11, 13, 14, 30), offset=(10, 10, 10))
+    assert maps.shape == (3, 10, 10, 10)
+    assert maps[0, 2, 3, 4] == pytest.approx(1.0) and maps[0].argmax() == np.ravel_multi_index((2, 3, 4), (10,) * 3)
+    assert maps[1].max() == 0  # the negative click's ball (3 sigma) does not reach this window
+    assert maps[2, 1:4, 1:5, 1:].all() and maps[2].sum() == 3 * 4 * 9
+
+
+def test_an_untrained_head_reproduces_the_automatic_mask_and_zero_without_text():
+    torch.manual_seed(0)
+    net = build_model("sat-tiny").eval()
+    head = PromptHead.for_network(net.config).eval()
+    image, query = torch.randn(2, 1, 32, 32, 32), torch.randn(1, 384)
+    guidance = torch.stack([guidance_maps((32, 32, 32), points=[(5, 5, 5, 1)])] * 2)
+    logit, _ = network_parts(net, image, query)
+    with torch.no_grad():
+        out = prompted_forward(net, head, image, query, guidance, has_text=torch.tensor([True, False]))
+    assert torch.allclose(out[0], logit[0].clamp(-4, 4)) and torch.equal(out[0] > 0, logit[0] > 0)
+    assert torch.count_nonzero(out[1]) == 0
+
+
+def test_head_weights_round_trip_and_corrupt_ones_are_refused(tmp_path):
+    torch.manual_seed(0)
+    head = PromptHead.for_network(build_model("sat-tiny").config, features=(8, 8, 8, 8, 8, 8))
+    torch.nn.init.normal_(head.unet.final_conv.weight)
+    folder = save_head(head, tmp_path / "h", half=False, extra={"base": "sat-tiny"})
+    loaded, config = load_head(folder)
+    assert config["base"] == "sat-tiny" and loaded.config == head.config
+    assert all(torch.equal(a, b) for a, b in zip(head.state_dict().values(), loaded.state_dict().values(), strict=True))
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError, match="re-export"):
+        load_head(folder)
+
+
+def test_one_training_step_of_the_head_changes_only_the_head(tmp_path, tiny_model):
+    from sat.training.prompted import MODES, PromptTraining, simulate
+
+    folder = tiny_model(tmp_path / "m", ["liver"])
+    module = PromptTraining(base=str(folder), features=(8, 8, 8, 8, 8, 8), lr=0.01)
+    target = torch.zeros(2, 2, 32, 32, 32, dtype=torch.uint8)
+    target[:, 0, 8:20, 8:20, 8:20] = 1
+    batch = {"image": torch.randn(2, 1, 32, 32, 32), "queries": torch.randn(2, 2, 384), "target": target,
+             "query_mask": torch.tensor([[True, True], [True, False]])}
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    assert module.head.unet.final_conv.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in module.net.parameters())
+    assert all(torch.equal(before[k], v) for k, v in module.net.state_dict().items())
+    rng = np.random.default_rng(0)
+    ref = target[0, 0].bool().numpy()
+    for mode in MODES:  # every simulated user says something about the reference
+        has_text, clicks, box = simulate(mode, ref, np.zeros_like(ref), rng)
+        assert clicks or box is not None
+        assert all(ref[c[:3]] == bool(c[3]) for c in clicks)

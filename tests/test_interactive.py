@@ -1,0 +1,187 @@
+"""Points, boxes, refine and zoom with a tiny random model and a random prompt head (no accuracy claims)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sat import api, io, preprocess
+from sat.data.phantom import make_phantom
+from sat.errors import InputError
+from sat.interactive import Guide, guides_for, region_of
+from sat.model.prompt_head import HEAD_FOLDER, PromptHead, save_head
+from sat.postprocess import keep_components
+
+CONCEPTS = ["liver", "spleen", "kidney_left", "kidney_right", "aorta"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model):
+    folder = tiny_model(tmp_path_factory.mktemp("tiny"), CONCEPTS)  # 12 mm grid, 32-voxel windows
+    torch.manual_seed(1)
+    head = PromptHead.for_network(api.load_model(folder, device="cpu").model.config, features=(8, 8, 8, 8, 8, 8))
+    torch.nn.init.constant_(head.unet.final_conv.bias, 30.0)  # a head that says "here" everywhere
+    save_head(head, folder / HEAD_FOLDER, half=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def segmenter(model_dir):
+    return api.load_model(model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(spacing=(6.0, 6.0, 6.0), seed=0)
+
+
+@pytest.fixture(scope="module")
+def wide_phantom():
+    """Twice the model's 384 mm window along each axis: a click's region is a part of it."""
+    return make_phantom(spacing=(6.0, 6.0, 6.0), shape=(140, 130, 130), seed=0)
+
+
+def _record(shape=(40, 40, 40), affine=None, spacing=2.0):
+    vol = io.load((np.zeros(shape, np.float32), np.eye(4) if affine is None else affine), modality="ct")
+    return preprocess.standardize(vol, spacing=spacing)[1]
+
+
+# -- mapping points and boxes -------------------------------------------------------------------
+def test_world_and_voxel_points_agree_on_a_flipped_grid():
+    affine = np.diag([-1.5, 1.5, 2.0, 1.0])
+    affine[:3, 3] = (30.0, -20.0, 5.0)
+    record = _record(affine=affine)
+    ijk = (10.0, 20.0, 30.0)
+    world = tuple((affine @ np.array([*ijk, 1.0]))[:3])
+    a = Guide.parse(record, points=[(*world, 1)], space="world").clicks
+    b = Guide.parse(record, points=[(*ijk, 1)], space="voxel").clicks
+    assert np.allclose(np.array(a)[:, :3], np.array(b)[:, :3])
+    # model space is RAS: the flipped input x axis runs the other way there
+    m = np.asarray(record.model_affine)
+    assert np.allclose(m[:3, :3] @ np.array(a[0][:3]) + m[:3, 3], world)
+
+
+@pytest.mark.parametrize("points,box,match", [
+    ([(500.0, 0.0, 0.0, 1)], None, "outside the image"),
+    ([(1.0, 2.0)], None, r"\(x, y, z\)"),
+    ([(1.0, 2.0, 3.0, 2)], None, "label must be 1"),
+    ([(1.0, float("nan"), 3.0)], None, "NaN"),
+    (None, (0, 0, 0, 10, 10, 0), "no extent along z"),
+    (None, (100, 100, 100, 120, 120, 120), "does not overlap"),
+    (None, (1, 2, 3), "six finite numbers"),
+])
+def test_bad_points_and_boxes_get_one_line_errors(points, box, match):
+    with pytest.raises(InputError, match=match) as err:
+        Guide.parse(_record(), points=points, box=box, space="world")
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_space_and_misassigned_guides_are_refused():
+    with pytest.raises(InputError, match="space must be"):
+        Guide.parse(_record(), points=[(1, 1, 1)], space="mm")
+    with pytest.raises(InputError, match="dict prompt"):
+        guides_for(["liver", "spleen"], _record(), points=[(1, 1, 1)], box=None, space="world")
+    with pytest.raises(InputError, match="not among the prompts"):
+        guides_for(["liver"], _record(), points={"spleen": [(1, 1, 1)]}, box=None, space="world")
+
+
+def test_region_is_a_window_around_each_click_and_covers_the_box():
+    guide = Guide(clicks=[(5.0, 5.0, 5.0, 1)], box=(20, 20, 20, 30, 30, 30))
+    assert region_of(guide, (60, 60, 60), (16, 16, 16), clicks=guide.clicks) == (slice(0, 13),) * 3
+    full = region_of(guide, (60, 60, 60), (16, 16, 16))
+    assert all(s.start == 0 and s.stop >= 31 + 3 for s in full)
+    assert region_of(Guide(), (60, 60, 60), (16, 16, 16)) is None
+
+
+def test_keep_components_keeps_seeded_pieces_and_the_largest():
+    mask = np.zeros((20, 20, 20), bool)
+    mask[1:4, 1:4, 1:4] = True  # small, seeded
+    mask[10:18, 10:18, 10:18] = True  # largest
+    mask[1:3, 15:18, 1:3] = True  # small, not seeded
+    kept = keep_components(mask, [(2, 2, 2)], largest=True)
+    assert kept[2, 2, 2] and kept[12, 12, 12] and not kept[2, 16, 2]
+    assert not keep_components(mask, [(2, 2, 2)], largest=False)[12, 12, 12]
+
+
+# -- segment with points and boxes -----------------------------------------------------------------
+def _world_of(phantom, concept):
+    value = next(v for v, c in phantom.concepts.items() if c == concept)
+    ijk = np.argwhere(phantom.label.array == value).mean(0)
+    return tuple((phantom.image.affine @ np.array([*ijk, 1.0]))[:3])
+
+
+def test_refine_changes_only_the_windows_around_the_click(segmenter, wide_phantom):
+    phantom = wide_phantom
+    seg = segmenter.segment(phantom.image, ["liver", "spleen"], modality="ct")
+    outside = np.argwhere(~seg["liver"])  # "the liver is here too", where its mask is not
+    centre = np.argwhere(seg["liver"]).mean(0) if seg["liver"].any() else np.array(seg.shape) / 2
+    ijk = outside[np.argmin(np.abs(outside - centre).sum(1))]
+    click = tuple((phantom.image.affine @ np.array([*ijk, 1.0]))[:3])
+    refined = seg.refine("liver", add=[click])
+    assert np.array_equal(refined["spleen"], seg["spleen"])  # another prompt is untouched
+    assert refined["liver"][tuple(ijk)]
+    changed = np.argwhere(refined["liver"] != seg["liver"])
+    world = changed @ phantom.image.affine[:3, :3].T + phantom.image.affine[:3, 3]
+    reach = 16 * 12.0 * np.sqrt(3) + 12.0  # half a 32-voxel window of 12 mm, corner to corner, plus a voxel
+    assert np.linalg.norm(world - np.array(click), axis=1).max() <= reach
+    assert refined.meta["guided"]["liver"] == {"clicks": 1, "box": False}
+    again = refined.refine("liver", remove=[click])  # clicks accumulate; this head never removes
+    assert again.meta["guided"]["liver"]["clicks"] == 2 and np.array_equal(again["liver"], refined["liver"])
+    assert seg.meta.get("guided") == {}
+
+
+def test_points_or_a_box_alone_and_their_errors(segmenter, phantom):
+    centre = _world_of(phantom, "liver")
+    seg = segmenter.segment(phantom.image, points=[(*centre, 1)], modality="ct")
+    assert seg.prompts == ["region"] and seg.labels[1].kind == "region"
+    box = (*(np.array(centre) - 40), *(np.array(centre) + 40))
+    named = segmenter.segment(phantom.image, box={"tumour": box}, modality="ct")
+    assert named.prompts == ["tumour"]
+    inside = np.argwhere(named["tumour"])
+    assert len(inside)  # this head fills the box
+    world = inside @ phantom.image.affine[:3, :3].T + phantom.image.affine[:3, 3]
+    margin = (3 + 1) * 12.0  # BOX_MARGIN model voxels and one for rounding
+    assert (world >= np.array(box[:3]) - margin).all() and (world <= np.array(box[3:]) + margin).all()
+    with pytest.raises(InputError, match="no positive point"):
+        segmenter.segment(phantom.image, points=[(*centre, 0)], modality="ct")
+    with pytest.raises(InputError, match="own prompt"):
+        segmenter.segment(phantom.image, "kidneys", points=[(*centre, 1)], modality="ct")
+    with pytest.raises(InputError, match="outside the image"):
+        seg.refine("region", add=[(1e4, 0, 0)])
+    with pytest.raises(InputError, match="at least one click"):
+        seg.refine("region")
+
+
+def test_models_without_a_head_or_zoom_weights_say_so(tiny_model, tmp_path, phantom):
+    plain = api.load_model(tiny_model(tmp_path / "plain", CONCEPTS), device="cpu")
+    with pytest.raises(InputError, match="no prompt head"):
+        plain.segment(phantom.image, "liver", points=[(0, 0, 0, 1)], modality="ct")
+    with pytest.raises(InputError, match="no zoom-in weights"):
+        plain.segment(phantom.image, "liver", modality="ct", zoom=True)
+
+
+def test_zoom_segments_each_found_region_again(segmenter, model_dir, phantom, tmp_path):
+    import shutil
+
+    shutil.copytree(model_dir, tmp_path / "m")
+    zoom = tmp_path / "m" / "zoom"
+    shutil.copytree(model_dir, zoom, ignore=shutil.ignore_patterns(HEAD_FOLDER))
+    config = json.loads((zoom / "config.json").read_text())
+    config["model"]["spacing"] = [8.0, 8.0, 8.0]  # the zoom-in grid is finer
+    (zoom / "config.json").write_text(json.dumps(config))
+    model = api.load_model(tmp_path / "m", device="cpu")
+    coarse = model.segment(phantom.image, ["liver", "aorta"], modality="ct")
+    fine = model.segment(phantom.image, ["liver", "aorta"], modality="ct", zoom=True)
+    assert fine.meta["zoom"]["spacing"] == [8.0, 8.0, 8.0]
+    for prompt, region in fine.meta["zoom"]["regions"].items():
+        box = tuple(slice(a, b) for a, b in region)
+        outside = np.ones(coarse.shape, bool)
+        outside[box] = False
+        assert np.array_equal(fine[prompt][outside], coarse[prompt][outside])  # only the region changes
+    with pytest.raises(InputError, match="cannot be refined"):
+        fine.refine("liver", add=[(0, 0, 0)])
+    with pytest.raises(InputError, match="text prompts only"):
+        model.segment(phantom.image, "liver", modality="ct", zoom=True, probabilities=True)
