@@ -108,7 +108,8 @@ def zoom_rows(model, image: str, refs: dict[str, np.ndarray], modality: str) -> 
     return rows
 
 
-def run(model_name: str, datasets: list[str], *, split: str = "test") -> pd.DataFrame:
+def run(model_name: str, datasets: list[str], *, split: str = "test",
+        parts: tuple[str, ...] = ("clicks", "box", "zoom")) -> pd.DataFrame:
     import sat
     from sat.data.cards import load_card
 
@@ -124,9 +125,11 @@ def run(model_name: str, datasets: list[str], *, split: str = "test") -> pd.Data
             refs = {concept: values == v for v, concept in concept_of.items()}
             organs = {k: refs[k] for k in TARGETS[dataset] if refs[k].any()}
             found = []
-            found += click_rows(model, str(data / image), organs, lab.affine, c.modality)
-            found += box_rows(model, str(data / image), organs, lab.affine, c.modality)
-            if dataset == "btcv_abdomen_24":
+            if "clicks" in parts:
+                found += click_rows(model, str(data / image), organs, lab.affine, c.modality)
+            if "box" in parts:
+                found += box_rows(model, str(data / image), organs, lab.affine, c.modality)
+            if "zoom" in parts and dataset == "btcv_abdomen_24":
                 found += zoom_rows(model, str(data / image), {k: refs[k] for k in ZOOM_TARGETS}, c.modality)
             for row in found:
                 rows.append({"dataset": dataset, "case": case, "split": "validation" if split == "test" else split,
@@ -158,6 +161,8 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if "clicks" not in df.columns or df["clicks"].isna().all():
+        return
     clicks = df[df["clicks"].notna()]
     fig, axes = plt.subplots(1, clicks["dataset"].nunique(), figsize=(6 * clicks["dataset"].nunique(), 4),
                              squeeze=False)
@@ -184,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["test", "val"],
                         help="the cards' split: test = the validation people (reported), val = development people")
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
+    parser.add_argument("--parts", nargs="+", default=["clicks", "box", "zoom"], choices=["clicks", "box", "zoom"])
     parser.add_argument("--from-csv", nargs="+", metavar="CSV",
                         help="only summarise and plot these per-case tables (e.g. datasets run in parallel)")
     args = parser.parse_args(argv)
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_csv:
         df = pd.concat([pd.read_csv(p) for p in args.from_csv], ignore_index=True)
     else:
-        df = run(args.model, args.datasets, split=args.split)
+        df = run(args.model, args.datasets, split=args.split, parts=tuple(args.parts))
     df.to_csv(out / "interactive_per_case.csv", index=False)
     summary = summarise(df)
     summary.to_csv(out / "interactive_summary.csv", index=False)

@@ -16,6 +16,7 @@ import torch
 import sat
 import sat.model
 from sat import api, io, preprocess
+from sat._ongrid import to_input_grid
 from sat.data.phantom import make_phantom
 from sat.errors import InputError, UnsupportedFormatError, UntrainedPromptError, WeightsError
 
@@ -328,7 +329,7 @@ def test_bounding_box_inversion_matches_preprocess_invert(affine, spacing, crop)
     logits = [torch.from_numpy(rng.normal(size=record.model_shape).astype(np.float32)) for _ in range(3)]
     logits[1][:] = -5.0  # an empty mask
     plans = [api._Plan(f"p{i}", None, "text", (f"p{i}",), ()) for i in range(3)]
-    crops, labelmap = api._to_input_grid(logits, plans, record, 0.5)
+    crops, labelmap = to_input_grid(logits, plans, record, 0.5)
     for i, logit in enumerate(logits):
         full = preprocess.invert(logit.numpy() > 0, record, mode="nearest")
         np.testing.assert_array_equal(crops[f"p{i}"].full(volume.shape), full)
