@@ -29,6 +29,7 @@ from sat._defaults import PRESENCE_VETO
 from sat.errors import InputError, WeightsError
 from sat.interactive import Session, guides_for
 from sat.knowledge.prompts import PromptPlan as _Plan
+from sat.knowledge.prompts import check_prompts, log_plans
 from sat.postprocess import applies
 from sat.segmentation import Label, Segmentation
 
@@ -112,49 +113,11 @@ def load_model(name_or_dir: str | os.PathLike = DEFAULT_MODEL, *, device: str = 
     return Segmenter(model, config, text_encoder=encoder, device=dev, name=name, folder=folder)
 
 
-def _check_prompts(prompts: str | Sequence[str]) -> list[str]:
-    items = [prompts] if isinstance(prompts, str) else list(prompts) if prompts is not None else []
-    if not items:
-        raise InputError("no prompt given; pass a prompt such as 'liver' or a list of prompts")
-    out: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise InputError(f"prompts must be strings, got {type(item).__name__} {item!r}")
-        text = " ".join(item.split())
-        if not text:
-            raise InputError("empty prompt; give the name of a structure, e.g. 'left kidney'")
-        if text in out:
-            raise InputError(f"prompt {text!r} is given twice; give each prompt once")
-        out.append(text)
-    return out
-
-
 def _one_piece(plan: _Plan, rule: dict | None, slices: int) -> tuple[bool, ...]:
     """Per query text of ``plan``: whether the model's component rule keeps one piece of it."""
     if plan.kind == "text":
         return (False,) * len(plan.texts)
     return tuple(applies(rule, member, slices) for member in plan.members)  # texts are the members' names
-
-
-def _log_plans(plans: Sequence[_Plan]) -> None:
-    """One line per kind of answer a user should know about (corrections, partial unions, untrained prompts)."""
-    for p in plans:
-        if p.concept is not None and p.matched in ("typo", "laterality", "generic", "modality"):
-            log.info("prompt %r read as %r (%s, %s match)", p.prompt, p.concept.name, p.concept.id, p.matched)
-        if p.kind == "union":
-            (log.warning if p.missing else log.info)("prompt %r: %s", p.prompt, p.note)
-    unknown = [repr(p.prompt) for p in plans if p.kind == "text" and p.concept is None]
-    untrained = [f"{p.prompt!r} ({p.concept.id})" for p in plans if p.kind == "text" and p.concept is not None]
-    empty = [repr(p.prompt) for p in plans if p.kind == "empty"]
-    if unknown:
-        log.warning("%d prompt(s) not in the knowledge tree, embedded as free text (open vocabulary, unvalidated): %s",
-                    len(unknown), ", ".join(unknown))
-    if untrained:
-        log.warning("%d prompt(s) name concepts this model was not trained on, embedded as free text (unvalidated): %s",
-                    len(untrained), ", ".join(untrained))
-    if empty:
-        log.warning("%d prompt(s) the model was not trained on get an empty mask (on_untrained='empty'; empty means "
-                    "'not segmented', not 'absent'): %s", len(empty), ", ".join(empty))
 
 
 class Segmenter:
@@ -246,9 +209,9 @@ class Segmenter:
         from sat import knowledge
         from sat.knowledge.prompts import plan_prompts
 
-        plans = plan_prompts(knowledge.load(), _check_prompts(prompts), self.concepts, on_untrained=on_untrained,
+        plans = plan_prompts(knowledge.load(), check_prompts(prompts), self.concepts, on_untrained=on_untrained,
                              model=f"model {self.name!r}")
-        _log_plans(plans)
+        log_plans(plans)
         return plans
 
     def queries(self, texts: Sequence[str], modality: str | None) -> torch.Tensor:
@@ -386,7 +349,7 @@ class Segmenter:
         if prompts is not None or (points is None and box is None):
             return self.plan(prompts, on_untrained=on_untrained)
         names = [n for value in (points, box) if isinstance(value, dict) for n in value]
-        names = _check_prompts(list(dict.fromkeys(names)) if names else ["region"])
+        names = check_prompts(list(dict.fromkeys(names)) if names else ["region"])
         return [_Plan(prompt=n, concept=None, kind="region", texts=(), note="given by points or a box alone")
                 for n in names]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sat._defaults import PRESENCE_VETO
 from sat.errors import InputError, WeightsError
+from sat.knowledge.prompts import check_prompts
 
 MAX_OVERLAP = 0.9  # 0.9 already runs ~1000x the windows of no overlap in 3D
 
@@ -96,7 +97,7 @@ def run_segment(args: argparse.Namespace) -> int:
         raise InputError("--point and --box steer one prompt; give a single -p (or none), or use the Python API "
                          "with a dict prompt -> points")
     if args.prompt:
-        api._check_prompts(args.prompt)  # fail before anything is loaded
+        check_prompts(args.prompt)  # fail before anything is loaded
     check_writable(out)  # before minutes of inference, not after
     if args.tune_allocator:
         from sat.model import allocator

@@ -19,6 +19,7 @@ from sat import api, io, preprocess
 from sat._ongrid import to_input_grid
 from sat.data.phantom import make_phantom
 from sat.errors import InputError, UnsupportedFormatError, UntrainedPromptError, WeightsError
+from sat.knowledge.prompts import check_prompts
 
 CONCEPTS = ["liver", "spleen", "kidney_left", "kidney_right", "aorta"]
 
@@ -40,12 +41,12 @@ def phantom():
 
 # -- prompts -------------------------------------------------------------------------------
 def test_prompt_checks():
-    assert api._check_prompts("liver") == ["liver"]
-    assert api._check_prompts(["  left   kidney ", "liver"]) == ["left kidney", "liver"]
+    assert check_prompts("liver") == ["liver"]
+    assert check_prompts(["  left   kidney ", "liver"]) == ["left kidney", "liver"]
     for bad, match in [("", "empty prompt"), ("   ", "empty prompt"), ([], "no prompt"), (None, "no prompt"),
                        (["liver", "liver"], "twice"), ([3], "strings")]:
         with pytest.raises(InputError, match=match):
-            api._check_prompts(bad)
+            check_prompts(bad)
 
 
 def test_plan_resolves_concepts_parents_and_free_text(segmenter):

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -33,7 +34,10 @@ from sat.errors import InputError, UntrainedPromptError
 from sat.knowledge.concept import Concept
 from sat.knowledge.tree import KnowledgeTree
 
-__all__ = ["ON_UNTRAINED", "PromptPlan", "plan_prompts", "trained_parts", "untrained_parts"]
+__all__ = ["ON_UNTRAINED", "PromptPlan", "check_prompts", "log_plans", "plan_prompts", "trained_parts",
+           "untrained_parts"]
+
+log = logging.getLogger(__name__)
 
 ON_UNTRAINED = ("error", "empty", "text")
 _SHOWN = 8  # parts listed in a note before "and N more"
@@ -160,3 +164,42 @@ def _refusal(tree: KnowledgeTree, refused: dict[str, Concept | None], trained: C
                "(CLI: --on-untrained empty) for an empty mask or on_untrained='text' (--on-untrained text) for an "
                "unvalidated free-text query")
     return UntrainedPromptError(message, nearest[next(iter(refused))], by_prompt=nearest)
+
+
+def check_prompts(prompts: str | Sequence[str]) -> list[str]:
+    """Prompts as a list of whitespace-collapsed strings (InputError: none, empty, not a string, repeated)."""
+    items = [prompts] if isinstance(prompts, str) else list(prompts) if prompts is not None else []
+    if not items:
+        raise InputError("no prompt given; pass a prompt such as 'liver' or a list of prompts")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise InputError(f"prompts must be strings, got {type(item).__name__} {item!r}")
+        text = " ".join(item.split())
+        if not text:
+            raise InputError("empty prompt; give the name of a structure, e.g. 'left kidney'")
+        if text in out:
+            raise InputError(f"prompt {text!r} is given twice; give each prompt once")
+        out.append(text)
+    return out
+
+
+def log_plans(plans: Sequence[PromptPlan]) -> None:
+    """One line per kind of answer a user should know about (corrections, partial unions, untrained prompts)."""
+    for p in plans:
+        if p.concept is not None and p.matched in ("typo", "laterality", "generic", "modality"):
+            log.info("prompt %r read as %r (%s, %s match)", p.prompt, p.concept.name, p.concept.id, p.matched)
+        if p.kind == "union":
+            (log.warning if p.missing else log.info)("prompt %r: %s", p.prompt, p.note)
+    unknown = [repr(p.prompt) for p in plans if p.kind == "text" and p.concept is None]
+    untrained = [f"{p.prompt!r} ({p.concept.id})" for p in plans if p.kind == "text" and p.concept is not None]
+    empty = [repr(p.prompt) for p in plans if p.kind == "empty"]
+    if unknown:
+        log.warning("%d prompt(s) not in the knowledge tree, embedded as free text (open vocabulary, unvalidated): %s",
+                    len(unknown), ", ".join(unknown))
+    if untrained:
+        log.warning("%d prompt(s) name concepts this model was not trained on, embedded as free text (unvalidated): %s",
+                    len(untrained), ", ".join(untrained))
+    if empty:
+        log.warning("%d prompt(s) the model was not trained on get an empty mask (on_untrained='empty'; empty means "
+                    "'not segmented', not 'absent'): %s", len(empty), ", ".join(empty))
