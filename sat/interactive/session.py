@@ -147,7 +147,8 @@ class Session:
         new = Guide.parse(self.record, points=clicks, space=space).clicks
         guide = self.guides.get(self.plans[i].prompt, Guide()).merged(new)
         out = copy.copy(self)
-        out.logits, out.largest, out.guides = list(self.logits), list(self.largest), dict(self.guides)
+        out.plans, out.logits, out.largest = list(self.plans), list(self.logits), list(self.largest)
+        out.guides = dict(self.guides)
         out.run(i, guide, new_clicks=new)
         return out.result()
 
