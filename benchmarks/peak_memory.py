@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sat._atomic import atomic_write
+from _publish import publish  # benchmarks/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 BIG = (1024, 1024, 1000)
@@ -168,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         *rows, "", *verdict, "",
         f"Reproduce: `python benchmarks/peak_memory.py --model {args.model}`", "",
     ])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    print(text)
-    return 0
+    return publish(args.out, text)
 
 
 if __name__ == "__main__":

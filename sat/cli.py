@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "data": "sat.data.cli",
     "train": "sat.training.cli",
     "evaluate": "sat.evaluation.cli",
-    "import-official": "sat.model.import_official",
+    "import-official": "sat.cli_segment",
 }
 
 

@@ -1,4 +1,5 @@
-"""``sat segment`` (volume + prompts -> masks, labelmap, labels.json) and ``sat models``.
+"""``sat segment`` (volume + prompts -> masks, labelmap, labels.json), ``sat models`` and
+``sat import-official`` (the original SAT checkpoints into a model folder).
 
 Examples::
 
@@ -77,6 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description="List the shipped models: parameters, concepts, spacing.")
     models.add_argument("--concepts", action="store_true", help="also list each model's concept ids")
     models.set_defaults(func=run_models)
+    add_import_parser(subparsers)
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -202,4 +204,32 @@ def run_models(args: argparse.Namespace) -> int:
     if args.concepts:
         for r in rows:
             print(f"\n{r['name']}: {', '.join(r['concepts']) or '(not listed)'}")
+    return 0
+
+
+def add_import_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``import-official`` subcommand."""
+    cmd = subparsers.add_parser(
+        "import-official", help="import the original SAT-Nano / SAT-Pro weights",
+        description="Convert the original SAT checkpoints (HuggingFace zzh99/SAT) into a SAT model folder "
+        "usable with `sat segment --model DIR`. The files are read without unpickling code.",
+    )
+    cmd.add_argument("--vision", required=True, metavar="CKPT", help="vision checkpoint (nano.pth or SAT_Pro.pth)")
+    cmd.add_argument("--text", required=True, metavar="CKPT",
+                     help="text-encoder checkpoint (nano_text_encoder.pth or text_encoder.pth)")
+    cmd.add_argument("--tokenizer", required=True, metavar="DIR",
+                     help="folder with the BioLORD-2023-C (MPNet) tokenizer files: vocab.txt / tokenizer.json")
+    cmd.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="model folder to create")
+    cmd.add_argument("--vocabulary", metavar="JSON",
+                     help="the authors' terminology_list.json (default: ../shared/terms/sat/ beside the project)")
+    cmd.set_defaults(func=run_import)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Handler of ``sat import-official``."""
+    from sat.model.import_official import import_official
+
+    out = import_official(args.vision, args.text, tokenizer=args.tokenizer, output=args.output,
+                          vocabulary=args.vocabulary)
+    print(f"wrote {out}; use it with: sat segment IMAGE -p 'left kidney' --model {out} -o OUTDIR")
     return 0

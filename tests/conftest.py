@@ -56,3 +56,19 @@ def _save_tiny_model(folder: Path, concepts, *, spacing=(12.0, 12.0, 12.0)) -> P
 def tiny_model():
     """Factory ``tiny_model(folder, concepts, spacing=...)`` -> folder of a seeded random tiny model."""
     return _save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def segmenter(model_dir):
+    """The module's ``model_dir`` fixture (a saved model folder) loaded on the CPU."""
+    from sat import api
+
+    return api.load_model(model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """A seeded CT phantom of the trunk at 6 mm (:func:`sat.data.phantom.make_phantom`)."""
+    from sat.data.phantom import make_phantom
+
+    return make_phantom(spacing=(6.0, 6.0, 6.0), seed=0)

@@ -17,7 +17,6 @@ import sat
 import sat.model
 from sat import api, io, preprocess
 from sat._ongrid import to_input_grid
-from sat.data.phantom import make_phantom
 from sat.errors import InputError, UnsupportedFormatError, UntrainedPromptError, WeightsError
 from sat.knowledge.prompts import check_prompts
 
@@ -27,16 +26,6 @@ CONCEPTS = ["liver", "spleen", "kidney_left", "kidney_right", "aorta"]
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_model):
     return tiny_model(tmp_path_factory.mktemp("tiny"), CONCEPTS)
-
-
-@pytest.fixture(scope="module")
-def segmenter(model_dir):
-    return api.load_model(model_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    return make_phantom(spacing=(6.0, 6.0, 6.0), seed=0)
 
 
 # -- prompts -------------------------------------------------------------------------------

@@ -29,16 +29,6 @@ def model_dir(tmp_path_factory, tiny_model):
 
 
 @pytest.fixture(scope="module")
-def segmenter(model_dir):
-    return api.load_model(model_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    return make_phantom(spacing=(6.0, 6.0, 6.0), seed=0)
-
-
-@pytest.fixture(scope="module")
 def wide_phantom():
     """Twice the model's 384 mm window along each axis: a click's region is a part of it."""
     return make_phantom(spacing=(6.0, 6.0, 6.0), shape=(140, 130, 130), seed=0)

@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -32,7 +31,7 @@ from sat.errors import InputError, WeightsError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["import_official", "add_parser", "INFERENCE"]
+__all__ = ["import_official", "INFERENCE"]
 
 # the original inference pipeline (evaluate/inference_engine.py and data/inference_dataset.py of the authors' code)
 INFERENCE = {"preprocess": "official", "overlap": 0.5, "blend": "official", "threshold": 0.5}
@@ -116,29 +115,3 @@ def import_official(
         shutil.rmtree(stage, ignore_errors=True)
     log.info("imported %s (%d concepts) into %s", extra["source"]["network"], len(concepts), out)
     return out
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``import-official`` subcommand."""
-    cmd = subparsers.add_parser(
-        "import-official", help="import the original SAT-Nano / SAT-Pro weights",
-        description="Convert the original SAT checkpoints (HuggingFace zzh99/SAT) into a SAT model folder "
-        "usable with `sat segment --model DIR`. The files are read without unpickling code.",
-    )
-    cmd.add_argument("--vision", required=True, metavar="CKPT", help="vision checkpoint (nano.pth or SAT_Pro.pth)")
-    cmd.add_argument("--text", required=True, metavar="CKPT",
-                     help="text-encoder checkpoint (nano_text_encoder.pth or text_encoder.pth)")
-    cmd.add_argument("--tokenizer", required=True, metavar="DIR",
-                     help="folder with the BioLORD-2023-C (MPNet) tokenizer files: vocab.txt / tokenizer.json")
-    cmd.add_argument("-o", "--output", required=True, metavar="MODEL_DIR", help="model folder to create")
-    cmd.add_argument("--vocabulary", metavar="JSON",
-                     help="the authors' terminology_list.json (default: ../shared/terms/sat/ beside the project)")
-    cmd.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Handler of ``sat import-official``."""
-    out = import_official(args.vision, args.text, tokenizer=args.tokenizer, output=args.output,
-                          vocabulary=args.vocabulary)
-    print(f"wrote {out}; use it with: sat segment IMAGE -p 'left kidney' --model {out} -o OUTDIR")
-    return 0

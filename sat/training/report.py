@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -32,7 +31,7 @@ from sat._defaults import PRESENCE_VETO
 from sat.data.cards import DatasetCard, load_card
 from sat.evaluation.metrics import dice
 
-__all__ = ["evaluate_model", "grid_ceiling", "main"]
+__all__ = ["evaluate_model", "grid_ceiling", "render_report"]
 
 log = logging.getLogger(__name__)
 
@@ -121,49 +120,25 @@ def evaluate_model(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: print a markdown table per case and the mean Dice (all / target structures)."""
-    parser = argparse.ArgumentParser(prog="python -m sat.training.report", description=__doc__.splitlines()[0])
-    parser.add_argument("cards", nargs="+", help="dataset cards (datasets/*.yaml)")
-    parser.add_argument("--model", default="sat-tiny", help="shipped model name or folder")
-    parser.add_argument("--shared", default=None, help="folder the cards' roots are relative to (default ../shared)")
-    parser.add_argument("--root", action="append", default=[], metavar="NAME=DIR",
-                        help="folder of a dataset whose card has no root under --shared (repeatable)")
-    parser.add_argument("--out", default=None, help="also write the rows as CSV")
-    parser.add_argument("--overlap", type=float, default=0.25,
-                        help="sliding-window overlap in [0, 1) (default %(default)s)")
-    parser.add_argument("--no-presence-gating", action="store_true",
-                        help="keep the mask logits where the presence head says absent")
-    parser.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",
-                        help="presence probability below which a window vetoes a structure (default %(default)s)")
-    parser.add_argument("--keep-all-components", action="store_true",
-                        help="skip the model's connected-component rule (sat.postprocess)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from sat.data.cli import parse_roots
-
-    cards = [load_card(c) for c in args.cards]
-    roots = parse_roots(args.root, cards)
-    table = evaluate_model(args.model, cards, shared=args.shared, roots=roots, overlap=args.overlap,
-                           presence_gating=not args.no_presence_gating, presence_veto=args.presence_veto,
-                           largest_component=not args.keep_all_components)
-    if args.out:
-        table.to_csv(args.out, index=False)
+def render_report(table: pd.DataFrame) -> str:
+    """Markdown text of :func:`evaluate_model`'s table: per case, the mean Dice (all / target structures),
+    a table of the structures in the reference and the false positives of the absent ones."""
+    lines = []
     for (dataset, case), rows in table.groupby(["dataset", "case"], sort=False):
         part, absent = rows[rows["in_reference"]], rows[~rows["in_reference"]]
         target = part[part["concept"].isin(TARGET_CONCEPTS)]
-        print(f"\n{dataset}/{case} ({rows['split'].iloc[0]}): mean Dice {part['dice'].mean():.3f} over "
-              f"{len(part)} structures; {target['dice'].mean():.3f} over the {len(target)} target structures "
-              f"(grid ceiling {target['grid_ceiling'].mean():.3f})")
+        lines.append(f"\n{dataset}/{case} ({rows['split'].iloc[0]}): mean Dice {part['dice'].mean():.3f} over "
+                     f"{len(part)} structures; {target['dice'].mean():.3f} over the {len(target)} target structures "
+                     f"(grid ceiling {target['grid_ceiling'].mean():.3f})")
         shown = [c for c in COLUMNS[3:] if c != "in_reference"]
-        print(part[shown].round(3).to_markdown(index=False)
-              if _has_tabulate() else part.round(3).to_string(index=False))
+        lines.append(part[shown].round(3).to_markdown(index=False)
+                     if _has_tabulate() else part.round(3).to_string(index=False))
         if len(absent):
             false = {r.concept: r.predicted_voxels for r in absent.itertuples() if r.predicted_voxels}
-            print(f"trained structures absent from the case: {len(absent)}, empty masks: "
-                  f"{len(absent) - len(false)}; false-positive voxels: {sum(false.values())} "
-                  f"({false or 'none'})")
-    return 0
+            lines.append(f"trained structures absent from the case: {len(absent)}, empty masks: "
+                         f"{len(absent) - len(false)}; false-positive voxels: {sum(false.values())} "
+                         f"({false or 'none'})")
+    return "\n".join(lines)
 
 
 def _has_tabulate() -> bool:
@@ -175,4 +150,6 @@ def _has_tabulate() -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sat.training.cli import report_main
+
+    sys.exit(report_main())

@@ -9,8 +9,9 @@ import pytest
 from conftest import TINY_NET
 
 from sat.model import build_model
+from sat.training.cli import report_main as main
 from sat.training.export import export_model
-from sat.training.report import evaluate_model, grid_ceiling, main
+from sat.training.report import evaluate_model, grid_ceiling
 
 CARDS = Path(__file__).resolve().parents[2] / "datasets"
 
