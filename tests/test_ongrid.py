@@ -12,6 +12,7 @@ import torch
 
 from sat import io, preprocess
 from sat._ongrid import _NearestLookup, _threshold_and_label, to_input_grid
+from sat.knowledge.prompts import PromptPlan
 
 
 def test_float16_logits_give_the_float32_decisions():
@@ -135,3 +136,27 @@ def test_the_input_grid_holds_nothing_but_the_labelmap():
     finally:
         tracemalloc.stop()
     assert mask.any() and peak < mask.nbytes + (1 << 20), f"peak {peak / 2**20:.1f} MiB"  # the mask, no copy
+
+
+@pytest.mark.parametrize("crop", [False, True])
+@pytest.mark.parametrize("affine,spacing", [
+    (np.diag([4.0, 4.0, 4.0, 1.0]), 6.0),
+    (np.array([[0, 0, -2.0, 10], [-0.7, 0, 0, 5], [0, 3.0, 0, -4], [0, 0, 0, 1]]), 1.5),
+    (np.diag([-0.8, -0.8, 5.0, 1.0]), (3.0, 1.0, 2.0)),
+])
+def test_bounding_box_inversion_matches_preprocess_invert(affine, spacing, crop):
+    rng = np.random.default_rng(1)
+    array = rng.normal(0, 100, (30, 24, 14)).astype(np.float32)
+    array[:4] = -1000.0
+    volume = io.load((array, affine), modality="ct")
+    _, record = preprocess.standardize(volume, spacing=spacing, crop_foreground=crop)
+    logits = [torch.from_numpy(rng.normal(size=record.model_shape).astype(np.float32)) for _ in range(3)]
+    logits[1][:] = -5.0  # an empty mask
+    plans = [PromptPlan(f"p{i}", None, "text", (f"p{i}",), ()) for i in range(3)]
+    crops, labelmap = to_input_grid(logits, plans, record, 0.5)
+    for i, logit in enumerate(logits):
+        full = preprocess.invert(logit.numpy() > 0, record, mode="nearest")
+        np.testing.assert_array_equal(crops[f"p{i}"].full(volume.shape), full)
+        assert crops[f"p{i}"].voxels == int(full.sum())  # counted in model space, exactly
+    assert crops["p1"].voxels == 0
+    assert labelmap.shape == volume.shape and labelmap.dtype == np.uint8
