@@ -15,21 +15,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sat._atomic import default_mode
 from sat.errors import InputError
 from sat.postprocess import bounding_box
 
@@ -37,11 +31,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Label", "Segmentation"]
 
-LABELMAP_NAME = "labelmap.nii.gz"
-LABELS_NAME = "labels.json"
-OVERLAY_NAME = "overlay.png"
-PROBABILITIES_DIR = "probabilities"
-_RESERVED = {"labelmap", "labels", "overlay"}
 
 
 @dataclass(frozen=True)
@@ -289,7 +278,7 @@ class Segmentation:
         """
         import pandas as pd
 
-        rows = [self._row(lab) for lab in self.labels.values()]
+        rows = self.label_rows()
         columns = ["value", "prompt", "concept", "name", "voxels", "ml"]
         return pd.DataFrame([{k: r[k] for k in columns} for r in rows], columns=columns)
 
@@ -310,78 +299,22 @@ class Segmentation:
         leaves a partial file. Saving into a folder that holds an earlier result replaces it:
         its ``labels.json`` goes first, the files it lists that this result does not write are
         removed, and the new ``labels.json`` comes last (a folder with a ``labels.json`` always
-        holds exactly the files it lists; other files are left alone).
+        holds exactly the files it lists; other files are left alone). See :mod:`sat.io.results`.
 
         Returns:
             The output directory.
 
         Raises:
-            InputError: ``directory`` exists and is not a folder.
+            InputError: ``directory`` exists and is not a folder, or probabilities were asked
+                but not kept.
         """
-        from sat.io import save as save_nifti
-        from sat.io import write_nifti
+        from sat.io.results import save_result
 
-        out = Path(directory).expanduser()
-        if out.exists() and not out.is_dir():
-            raise InputError(f"output {out} exists and is a file; give a folder path for the results")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out if out.is_dir() else out.parent))
-        os.chmod(stage, default_mode(directory=True))  # mkdtemp gives 0700; the folder may become ``out``
-        try:
-            files = self._file_names()
-            save_nifti(self.labelmap, stage / LABELMAP_NAME, affine=self.affine)  # checks the affine once
-            with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:  # gzip releases the GIL
-                done = [pool.submit(lambda p, n: write_nifti(self[p].view(np.uint8), stage / n, self.affine),
-                                    prompt, name) for prompt, name in files.items()]
-                for future in done:
-                    future.result()
-            written = [LABELMAP_NAME, *files.values()]
-            if overlay:
-                self.overlay_png(stage / OVERLAY_NAME)
-                written.append(OVERLAY_NAME)
-            if probabilities:
-                written += self._save_probabilities(stage, files)
-            (stage / LABELS_NAME).write_text(json.dumps(self._labels_json(files, overlay), indent=2) + "\n",
-                                             encoding="utf-8")
-            _move_into(stage, out, written)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-        log.debug("wrote %d masks, %s and %s to %s", len(files), LABELMAP_NAME, LABELS_NAME, out)
-        return out
+        return save_result(self, directory, overlay=overlay, probabilities=probabilities)
 
-    def _save_probabilities(self, stage: Path, files: dict[str, str]) -> list[str]:
-        from sat.io import save as save_nifti
-
-        if not len(self.probabilities):
-            raise InputError("no probabilities to save; segment with probabilities=True first")
-        (stage / PROBABILITIES_DIR).mkdir()
-        names = [f"{PROBABILITIES_DIR}/{files[p]}" for p in self.prompts]
-        for prompt, name in zip(self.prompts, names, strict=True):
-            save_nifti(np.asarray(self.probabilities[prompt], dtype=np.float32), stage / name, affine=self.affine)
-        return names
-
-    def _file_names(self) -> dict[str, str]:
-        names: dict[str, str] = {}
-        used: set[str] = set()
-        for lab in self.labels.values():
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", lab.prompt).strip("._-")[:100] or f"label_{lab.value}"
-            if stem.lower() in _RESERVED or stem.lower() in used:
-                stem = f"{stem}_{lab.value}"
-            used.add(stem.lower())
-            names[lab.prompt] = f"{stem}.nii.gz"
-        return names
-
-    def _labels_json(self, files: dict[str, str], overlay: bool = False) -> dict[str, Any]:
-        return {
-            "format_version": 1,
-            "labelmap": LABELMAP_NAME,
-            **({"overlay": OVERLAY_NAME} if overlay else {}),
-            "shape": list(self._shape),
-            "affine": self.affine.tolist(),
-            "modality": self.modality,
-            **{k: v for k, v in self.meta.items() if k not in ("labels", "format_version")},
-            "labels": [{**self._row(lab), "file": files[lab.prompt]} for lab in self.labels.values()],
-        }
+    def label_rows(self) -> list[dict[str, Any]]:
+        """One dict per label (its :class:`Label` fields, ``voxels`` and ``ml``), in label order."""
+        return [self._row(lab) for lab in self.labels.values()]
 
     def overlay_png(self, path: str | os.PathLike, *, image: np.ndarray | None = None, dpi: int = 100) -> Path:
         """Save axial, coronal and sagittal overlays of the label map with a legend (PNG, atomic).
@@ -412,36 +345,3 @@ def _paint_in_order(masks: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarr
     for value in range(len(masks), 0, -1):  # first prompt wins where masks overlap
         labelmap[np.asarray(masks[value - 1], dtype=bool)] = value
     return labelmap
-
-
-def _previous_outputs(out: Path) -> set[str]:
-    """Files an earlier result in ``out`` lists in its labels.json (plain names inside ``out`` only)."""
-    try:
-        old = json.loads((out / LABELS_NAME).read_text(encoding="utf-8"))
-        names = {old.get("labelmap"), old.get("overlay"), *(lab.get("file") for lab in old.get("labels", []))}
-    except (OSError, ValueError, AttributeError, TypeError):
-        return set()
-    return {n for n in names if isinstance(n, str) and n and Path(n).name == n and n not in (".", "..")}
-
-
-def _move_into(stage: Path, out: Path, names: list[str]) -> None:
-    """Move finished files from ``stage`` to ``out``, labels.json last (a rename of the whole folder when new).
-
-    An earlier result in ``out`` is replaced: its labels.json is removed first, then the files it
-    lists that are not rewritten, so no stale mask stays beside the new labels.json.
-    """
-    if not out.exists():
-        try:
-            os.rename(stage, out)
-            stage.mkdir()  # recreated empty so the caller's cleanup is uniform
-            return
-        except OSError:
-            out.mkdir(parents=True, exist_ok=True)
-    stale = _previous_outputs(out) - set(names) - {LABELS_NAME}
-    (out / LABELS_NAME).unlink(missing_ok=True)
-    for name in names:
-        (out / name).parent.mkdir(exist_ok=True)
-        os.replace(stage / name, out / name)
-    for name in sorted(stale):
-        (out / name).unlink(missing_ok=True)
-    os.replace(stage / LABELS_NAME, out / LABELS_NAME)
