@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sat._grid import nearest_indices
 from sat.postprocess import bounding_box, largest_component
+from sat.preprocess.grid import nearest_indices
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from sat import _grid, io
+from sat import io
 from sat import preprocess as pp
 from sat.errors import InputError
+from sat.preprocess import grid as _grid
 
 # oblique-free but permuted and flipped (P, S, R like the spinal-cord data) with anisotropic voxels
 PSR = np.array([[0, 0, 1.2, -30.0], [-0.8, 0, 0, 40.0], [0, 2.0, 0, -10.0], [0, 0, 0, 1]])
