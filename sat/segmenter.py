@@ -80,7 +80,7 @@ class Segmenter:
         self.name = name
         self.folder = Path(folder) if folder is not None else None
         self._queries: dict[tuple[str, str | None], torch.Tensor] = {}
-        self._parts: dict[str, Any] = {}  # prompt head and zoom-in model, loaded on first use
+        self._parts: dict[str, Any] = {}  # prompt head, zoom-in model, trained plans: made on first use
 
     @property
     def prompt_head(self):
@@ -150,6 +150,12 @@ class Segmenter:
                              model=f"model {self.name!r}")
         log_plans(plans)
         return plans
+
+    def trained_plans(self) -> list[_Plan]:
+        """The plan of every trained concept (resolved once per model)."""
+        if "trained_plans" not in self._parts:
+            self._parts["trained_plans"] = self.plan(self.concepts)
+        return self._parts["trained_plans"]
 
     def queries(self, texts: Sequence[str], modality: str | None) -> torch.Tensor:
         """Query embeddings ``[N, D]`` float32 for texts (cached per (text, modality))."""

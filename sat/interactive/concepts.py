@@ -63,7 +63,7 @@ def read_concept(segmenter, image: torch.Tensor, guide: Guide, region: tuple[sli
 
     if not segmenter.concepts:
         return plan
-    plans = segmenter.plan(segmenter.concepts)
+    plans = segmenter.trained_plans()
     texts = [p.texts[0] for p in plans]
     net = segmenter.model
     device = next(net.parameters()).device
