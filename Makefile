@@ -21,7 +21,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not realdata" tests
 
 demo: $(STAMP)
-	$(PY) -m sat.demo
+	$(PY) examples/demo.py
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
@@ -30,7 +30,7 @@ evaluate: $(STAMP)
 	$(PY) evaluate/run_comparison.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sat tests benchmarks evaluate
+	$(VENV)/bin/ruff check sat tests benchmarks evaluate examples
 
 terms: $(STAMP)
 	$(VENV)/bin/sat terms build

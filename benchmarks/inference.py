@@ -128,7 +128,8 @@ def _child(spec: dict) -> dict:
 def _make_volume(path: Path, shape, spacing, seed: int = 0) -> None:
     """A phantom CT (int16 HU, uncompressed NIfTI like a scanner export) written by a helper process."""
     code = (
-        "import sys, numpy as np; from sat import io; from sat.data.phantom import make_phantom; "
+        f"import sys, numpy as np; sys.path.insert(0, {str(ROOT / 'examples')!r}); from sat import io; "
+        "from phantom import make_phantom; "
         f"ph = make_phantom(spacing={tuple(spacing)}, shape={tuple(shape)}, seed={seed}); "
         "io.save(np.clip(np.rint(ph.image.array), -1024, 3071).astype(np.int16), sys.argv[1], affine=ph.image.affine)"
     )

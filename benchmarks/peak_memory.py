@@ -51,7 +51,8 @@ def make_ct(shape: tuple[int, int, int]):
     """An int16 CT of ``shape`` at SPACING mm and its affine, filled slab by slab (no float copy)."""
     import numpy as np
 
-    from sat.data.phantom import make_phantom
+    sys.path.insert(0, str(ROOT / "examples"))  # the demo's phantom
+    from phantom import make_phantom
 
     coarse_shape = tuple(-(-n // FACTOR) for n in shape)
     ph = make_phantom(spacing=(SPACING * FACTOR,) * 3, shape=coarse_shape, seed=0)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT / "examples"))  # the phantom of the demo (examples/phantom.py)
 
 
 def _require_shared() -> bool:
@@ -68,7 +70,18 @@ def segmenter(model_dir):
 
 @pytest.fixture(scope="module")
 def phantom():
-    """A seeded CT phantom of the trunk at 6 mm (:func:`sat.data.phantom.make_phantom`)."""
-    from sat.data.phantom import make_phantom
+    """A seeded CT phantom of the trunk at 6 mm (``examples/phantom.py``)."""
+    from phantom import make_phantom
 
     return make_phantom(spacing=(6.0, 6.0, 6.0), seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo():
+    """The demo script ``examples/demo.py`` (run by ``make demo``) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sat_demo", ROOT / "examples" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

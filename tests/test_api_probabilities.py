@@ -5,11 +5,11 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from phantom import make_phantom
 
 import sat.model
 from sat import api, io
 from sat.cli import main
-from sat.data.phantom import make_phantom
 
 
 @pytest.fixture(scope="module")

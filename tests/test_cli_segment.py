@@ -10,11 +10,11 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from phantom import make_phantom
 
 import sat.model
 from sat import api, io
 from sat.cli import main
-from sat.data.phantom import make_phantom
 
 CONCEPTS = ["liver", "spleen", "kidney_left", "kidney_right"]
 
@@ -195,9 +195,7 @@ def test_help_through_the_console_entry_point():
 
 
 @pytest.mark.slow
-def test_demo_runs_and_scores_against_the_phantom(model_dir, tmp_path, capsys):
-    from sat import demo
-
+def test_demo_runs_and_scores_against_the_phantom(demo, model_dir, tmp_path, capsys):
     out = tmp_path / "demo_out"
     assert demo.main(["-o", str(out), "--model", str(model_dir), "--case", "phantom", "-p", "liver", "-p", "kidneys",
                       "-p", "zzqx blorp", "--on-untrained", "text"]) == 0
@@ -220,9 +218,8 @@ def test_demo_runs_and_scores_against_the_phantom(model_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_demo_on_the_held_out_real_people(shared_data, tmp_path, capsys):
+def test_demo_on_the_held_out_real_people(demo, shared_data, tmp_path, capsys):
     """The default demo with ../shared present: subject B and a validation person, never trained on."""
-    from sat import demo
 
     assert demo.held_out_available()
     out = tmp_path / "demo_out"

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from phantom import make_phantom
 
 from sat import api, io, preprocess
-from sat.data.phantom import make_phantom
 from sat.errors import InputError
 from sat.interactive import Guide, guides_for, region_of
 from sat.model.prompt_head import HEAD_FOLDER, PromptHead, save_head

@@ -1,4 +1,4 @@
-"""Model-space thresholding and labelling, and the exact nearest mapping onto the input grid (sat._ongrid)."""
+"""Model-space thresholding and labelling, and the exact nearest mapping onto the input grid (sat.preprocess.ongrid)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from sat import io, preprocess
-from sat._ongrid import _NearestLookup, _threshold_and_label, to_input_grid
 from sat.knowledge.prompts import PromptPlan
+from sat.preprocess.ongrid import _NearestLookup, _threshold_and_label, to_input_grid
 
 
 def test_float16_logits_give_the_float32_decisions():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from phantom import FIELD_OF_VIEW, make_phantom
 
 from sat import io
-from sat.data.phantom import FIELD_OF_VIEW, make_phantom
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from sat import postprocess
-from sat._ongrid import _threshold_and_label
+from sat.preprocess.ongrid import _threshold_and_label
 
 
 def _two_blobs(shape=(12, 10, 8)) -> np.ndarray:

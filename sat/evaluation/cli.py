@@ -1,10 +1,12 @@
-"""``sat evaluate``: score label maps of any tool against references; ``sat evaluate compare``.
+"""``sat evaluate``: score label maps of any tool against references; ``sat evaluate compare``;
+``sat evaluate model`` (a SAT model on the cases of dataset cards).
 
 Examples::
 
     sat evaluate --pred preds/ --gt labels/ --card datasets/my_ct.yaml --out results/sat
     sat evaluate --pred ts_out/ --gt labels/ --labels class_map.json:total --pred-labels ts_map.json
     sat evaluate compare results/sat/per_case.csv results/spec/per_case.csv --a SAT --b specialist --out cmp/
+    sat evaluate model --model sat-tiny datasets/totalseg_abdomen.yaml --out sat_tiny.csv
 """
 
 from __future__ import annotations
@@ -83,6 +85,44 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_model(args: argparse.Namespace) -> int:
+    """Handler of ``sat evaluate model``: a markdown table per case and the mean Dice (all / targets)."""
+    from sat.data.cards import load_card
+    from sat.data.cli import parse_roots
+    from sat.evaluation.model_report import evaluate_model, render_report
+
+    cards = [load_card(c) for c in args.cards]
+    table = evaluate_model(args.model, cards, shared=args.shared, roots=parse_roots(args.root, cards),
+                           overlap=args.overlap, presence_gating=not args.no_presence_gating,
+                           presence_veto=args.presence_veto, largest_component=not args.keep_all_components)
+    if args.out:
+        table.to_csv(args.out, index=False)
+    print(render_report(table))
+    return 0
+
+
+def _add_model_parser(sub: argparse._SubParsersAction) -> None:
+    from sat._defaults import PRESENCE_VETO
+
+    m = sub.add_parser("model", help="Dice per structure of a SAT model on the cases of dataset cards",
+                       description="Segment every case of the cards with the model (public API, original grid) "
+                       "and score each trained structure against the card's reference labels.")
+    m.add_argument("cards", nargs="+", help="dataset cards (datasets/*.yaml)")
+    m.add_argument("--model", default="sat-tiny", help="shipped model name or folder")
+    m.add_argument("--shared", default=None, help="folder the cards' roots are relative to (default ../shared)")
+    m.add_argument("--root", action="append", default=[], metavar="NAME=DIR",
+                   help="folder of a dataset whose card has no root under --shared (repeatable)")
+    m.add_argument("--out", default=None, help="also write the rows as CSV")
+    m.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1) (default %(default)s)")
+    m.add_argument("--no-presence-gating", action="store_true",
+                   help="keep the mask logits where the presence head says absent")
+    m.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",
+                   help="presence probability below which a window vetoes a structure (default %(default)s)")
+    m.add_argument("--keep-all-components", action="store_true",
+                   help="skip the model's connected-component rule (sat.postprocess)")
+    m.set_defaults(func=run_model)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``sat evaluate`` (and its ``compare`` subcommand)."""
     p = subparsers.add_parser(
@@ -104,7 +144,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="dataset name (default: the card's name)")
     p.add_argument("--out", help="write per_case / per_class / per_dataset / per_region / per_kind CSV + markdown here")
     p.set_defaults(func=run_evaluate)
-    sub = p.add_subparsers(dest="evaluate_command", metavar="{compare}")
+    sub = p.add_subparsers(dest="evaluate_command", metavar="{compare,model}")
     c = sub.add_parser("compare", help="side-by-side per-class table of two methods with differences and a PNG",
                        description="Compare two methods on the cases and classes both evaluated.")
     c.add_argument("results", nargs="+", help="per_case.csv files written by `sat evaluate --out`")
@@ -113,3 +153,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--by", default="concept", choices=["concept", "region", "kind", "dataset"], help="grouping column")
     c.add_argument("--out", help="write compare.csv, compare.md and compare_dice.png here")
     c.set_defaults(func=run_compare)
+    _add_model_parser(sub)

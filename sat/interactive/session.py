@@ -117,7 +117,7 @@ class Session:
 
     def result(self):
         """The :class:`~sat.segmentation.Segmentation` of the current state (input grid)."""
-        from sat._ongrid import probabilities_on_input_grid, to_input_grid
+        from sat.preprocess.ongrid import probabilities_on_input_grid, to_input_grid
         from sat.segmentation import Segmentation
 
         c = self.context

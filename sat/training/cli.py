@@ -14,10 +14,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import logging
-from collections.abc import Sequence
-
-from sat._defaults import PRESENCE_VETO
 
 __all__ = ["add_parser"]
 
@@ -104,38 +100,4 @@ def _text(args: argparse.Namespace) -> int:
         kwargs["export_to"] = args.export_to
     out = train_text_encoder(out_dir=args.out, resume=args.resume, **kwargs)
     print(f"text encoder delta written to {out}")
-    return 0
-
-
-def report_main(argv: Sequence[str] | None = None) -> int:
-    """Command line: print a markdown table per case and the mean Dice (all / target structures)."""
-    parser = argparse.ArgumentParser(prog="python -m sat.training.report", description=__doc__.splitlines()[0])
-    parser.add_argument("cards", nargs="+", help="dataset cards (datasets/*.yaml)")
-    parser.add_argument("--model", default="sat-tiny", help="shipped model name or folder")
-    parser.add_argument("--shared", default=None, help="folder the cards' roots are relative to (default ../shared)")
-    parser.add_argument("--root", action="append", default=[], metavar="NAME=DIR",
-                        help="folder of a dataset whose card has no root under --shared (repeatable)")
-    parser.add_argument("--out", default=None, help="also write the rows as CSV")
-    parser.add_argument("--overlap", type=float, default=0.25,
-                        help="sliding-window overlap in [0, 1) (default %(default)s)")
-    parser.add_argument("--no-presence-gating", action="store_true",
-                        help="keep the mask logits where the presence head says absent")
-    parser.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",
-                        help="presence probability below which a window vetoes a structure (default %(default)s)")
-    parser.add_argument("--keep-all-components", action="store_true",
-                        help="skip the model's connected-component rule (sat.postprocess)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from sat.data.cards import load_card
-    from sat.data.cli import parse_roots
-    from sat.training.report import evaluate_model, render_report
-
-    cards = [load_card(c) for c in args.cards]
-    roots = parse_roots(args.root, cards)
-    table = evaluate_model(args.model, cards, shared=args.shared, roots=roots, overlap=args.overlap,
-                           presence_gating=not args.no_presence_gating, presence_veto=args.presence_veto,
-                           largest_component=not args.keep_all_components)
-    if args.out:
-        table.to_csv(args.out, index=False)
-    print(render_report(table))
     return 0

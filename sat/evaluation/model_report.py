@@ -6,11 +6,11 @@ resampled onto the image grid in physical space (as the dataset converters read 
 
 Run (numbers of the model card)::
 
-    python -m sat.training.report --model sat/resources/models/sat-tiny \\
+    sat evaluate model --model sat/resources/models/sat-tiny \\
         datasets/totalseg_abdomen.yaml datasets/totalseg_upper_abdomen_dicom.yaml
 
 Example:
-    >>> from sat.training.report import evaluate_model
+    >>> from sat.evaluation.model_report import evaluate_model
     >>> table = evaluate_model("sat/resources/models/sat-tiny", ["datasets/totalseg_abdomen.yaml"])  # doctest: +SKIP
     >>> table.columns.tolist()                                                                          # doctest: +SKIP
     ['dataset', 'case', 'split', 'concept', 'in_reference', 'dice', 'grid_ceiling', 'reference_voxels', 'predicted_voxels']
@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -148,8 +147,3 @@ def _has_tabulate() -> bool:
         return False
     return True
 
-
-if __name__ == "__main__":
-    from sat.training.cli import report_main
-
-    sys.exit(report_main())

@@ -7,10 +7,11 @@ spleen and the aorta on the left (-x); the spine is posterior (-y). Intensities
 are Hounsfield units of a portal-venous CT (air -1000, lung -850, fat -100,
 muscle 50, liver 100, spleen 110, kidney 160, aorta 180, bone 250-700) with a
 smooth fat/bowel texture and Gaussian noise. It is a test and demo object, not
-anatomy to learn from.
+anatomy to learn from; it lives beside the demo (not in the ``sat`` package) and the tests
+and benchmarks put ``examples/`` on their path.
 
 Example:
-    >>> from sat.data.phantom import make_phantom
+    >>> from phantom import make_phantom
     >>> ph = make_phantom(spacing=(6.0, 6.0, 6.0), seed=0)
     >>> ph.image.shape == ph.label.shape, ph.image.modality
     (True, 'ct')
@@ -54,6 +55,19 @@ class Phantom:
         wanted = {concept_ids} if isinstance(concept_ids, str) else set(concept_ids)
         values = [v for v, c in self.concepts.items() if c in wanted]
         return np.isin(self.label.array, values)
+
+    def reference(self, concept_id: str | None) -> np.ndarray | None:
+        """Bool ``[X, Y, Z]`` labels of a knowledge-tree concept and its descendants (so "kidneys" is the
+        union of both kidneys); None when the phantom labels none of them."""
+        if concept_id is None:
+            return None
+        from sat import knowledge
+
+        tree = knowledge.load()
+        wanted = {concept_id}
+        if concept_id in tree:
+            wanted |= {getattr(d, "id", d) for d in tree.descendants(tree[concept_id])}
+        return self.mask(wanted) if wanted & set(self.concepts.values()) else None
 
 
 class _Grid:

@@ -1,11 +1,11 @@
-"""End-to-end demo: ``python -m sat.demo`` (run by ``make demo``).
+"""End-to-end demo: ``python examples/demo.py`` (run by ``make demo``).
 
 ``--case held-out`` (the default when ``../shared`` is beside the project) segments two real
 people the shipped model never trained on: subject B (the upper-abdomen CT DICOM series of
 ``datasets/totalseg_upper_abdomen_dicom.yaml``, full-range HU) and the first validation person
 of ``datasets/btcv_abdomen_24.yaml`` (a contrast CT in the abdominal window), prints the
 volumes and Dice against their reference labels. ``--case phantom`` (the default otherwise)
-generates the seeded phantom of :mod:`sat.data.phantom` and segments a few prompts (organs, a
+generates the seeded phantom of ``examples/phantom.py`` and segments a few prompts (organs, a
 left/right pair and two parent concepts that are unions of their parts), scored against the
 phantom's own labels. Each case writes the image, the segmentation, an overlay PNG and
 ``summary.csv`` to its folder under ``demo_out/``.
@@ -36,21 +36,6 @@ def held_out_available() -> bool:
     from sat.data.cli import default_shared
 
     return HELD_OUT_CARD.is_file() and (default_shared() / "data").is_dir()
-
-
-def reference_mask(phantom, concept_id: str | None) -> np.ndarray | None:
-    """The phantom's labels for a concept and its descendants (None when the phantom has none)."""
-    if concept_id is None:
-        return None
-    from sat import knowledge
-
-    tree = knowledge.load()
-    wanted = {concept_id}
-    if concept_id in tree:
-        wanted |= {getattr(d, "id", d) for d in tree.descendants(tree[concept_id])}
-    if not wanted & set(phantom.concepts.values()):
-        return None
-    return phantom.mask(wanted)
 
 
 def _score_and_save(seg, reference, out: Path):
@@ -103,8 +88,9 @@ def run_held_out(out: Path, *, model: str, prompts: list[str], card_path: Path =
 def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: float = 3.0,
         on_untrained: str = "error"):
     """Run the phantom demo; returns the summary table (pandas DataFrame)."""
+    from phantom import make_phantom  # examples/ is on the path when run as a script
+
     from sat import api, io
-    from sat.data.phantom import make_phantom
 
     out = Path(out)
     phantom = make_phantom(spacing=(spacing,) * 3, seed=seed)
@@ -114,7 +100,7 @@ def run(out: Path, *, model: str, prompts: list[str], seed: int = 0, spacing: fl
     io.save(phantom.image, out / "phantom_ct.nii.gz")
     io.save(phantom.label, out / "phantom_labels.nii.gz")
     seg = segmenter.segment(phantom.image, prompts, on_untrained=on_untrained, progress=sys.stderr.isatty())
-    return _score_and_save(seg, lambda concept: reference_mask(phantom, concept), out)
+    return _score_and_save(seg, phantom.reference, out)
 
 
 def _write_csv(table, path: Path) -> None:
@@ -124,7 +110,7 @@ def _write_csv(table, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sat.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python examples/demo.py", description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--model", default=None, help="model name or folder (default: the shipped default)")
     parser.add_argument("-p", "--prompt", action="append", help=f"prompts (default: {', '.join(PROMPTS)})")
@@ -141,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or api.DEFAULT_MODEL
     held_out = args.case == "held-out" or (args.case == "auto" and held_out_available())
     if args.case == "held-out" and not held_out_available():
-        print(f"sat.demo: error: the held-out CT needs {HELD_OUT_CARD.name} and ../shared/data beside the project; "
+        print(f"demo: error: the held-out CT needs {HELD_OUT_CARD.name} and ../shared/data beside the project; "
               "use --case phantom", file=sys.stderr)
         return 1
     out = Path(args.output)
@@ -162,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         for what, folder, job in runs:
             _report(what, model, job(folder), folder)
     except SATError as err:
-        print(f"sat.demo: error: {err}", file=sys.stderr)
+        print(f"demo: error: {err}", file=sys.stderr)
         return 1
     return 0
 
