@@ -33,12 +33,19 @@ the layout (e.g. a ``meta.csv``), then ``default_split`` (``train``).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sat.errors import ConfigError
 
@@ -47,20 +54,23 @@ REGIONS = (
     "abdomen", "brain", "head_neck", "thorax", "pelvis", "spine", "upper_limb", "lower_limb", "whole_body",
 )
 SPLITS = ("train", "val", "test")
-_REQUIRED = ("name", "modality", "region", "license", "source", "citation", "layout", "labels")
-_OPTIONAL = ("title", "root", "options", "cases", "splits", "default_split", "notes")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
-_CONCEPT_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+Split = Literal["train", "val", "test"]
+SnakeId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_]*$")]  # lower-case snake_case
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
-@dataclass(frozen=True)
-class LabelSpec:
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LabelSpec(_Schema):
     """One label value of a dataset: the dataset's own name and the concept id (None: unmapped or skipped)."""
 
-    value: int
-    name: str
-    concept: str | None = None
-    skip: str | None = None  # reason the label is deliberately not used (voxels -> background)
+    value: int = Field(ge=1, le=65535, description="label value in the files (0 is background)")
+    name: Text
+    concept: SnakeId | None = None
+    skip: str | None = Field(None, description="why the label is deliberately not used (voxels -> background)")
 
     @property
     def mapped(self) -> bool:
@@ -68,44 +78,95 @@ class LabelSpec:
         return self.concept is not None or self.skip is not None
 
 
-@dataclass(frozen=True)
-class LabelFile:
+class LabelFile(_Schema):
     """One label file of an explicit case; ``values`` maps the file's values to card values (None: as is)."""
 
     file: str
     values: dict[int, int] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, data: Any) -> Any:
+        return {"file": data} if isinstance(data, str) else data
 
-@dataclass(frozen=True)
-class CaseEntry:
+
+class CaseEntry(_Schema):
     """A case listed explicitly in a card (layout ``files``); paths are relative to the card's root."""
 
-    id: str
+    id: SnakeId
     image: str
     labels: tuple[LabelFile, ...] = ()
-    split: str | None = None
+    split: Split | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_label(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "label" in data and "labels" not in data:
+            data = {**data, "labels": [data["label"]]}
+            del data["label"]
+        return data
 
 
-@dataclass
-class DatasetCard:
-    """A parsed dataset card. ``path`` is the YAML file it came from (None when built in memory)."""
+class DatasetCard(BaseModel):
+    """A parsed dataset card (the YAML fields; see this module's docstring). ``path`` is the YAML
+    file it came from (None when built in memory)."""
 
-    name: str
-    modality: str
-    region: str
-    license: str
-    source: str
-    citation: str
-    layout: str
-    labels: dict[int, LabelSpec]
+    model_config = ConfigDict(extra="forbid")
+
+    name: SnakeId
+    modality: Literal["ct", "mr", "pet"]
+    region: Literal[REGIONS]  # type: ignore[valid-type]
+    license: Text
+    source: Text
+    citation: Text
+    layout: Text
+    labels: dict[int, LabelSpec] = Field(min_length=1)
     title: str = ""
     root: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
     cases: tuple[CaseEntry, ...] = ()
-    splits: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    default_split: str = "train"
+    splits: dict[Split, tuple[str, ...]] = Field(default_factory=dict)
+    default_split: Split = "train"
     notes: str = ""
-    path: Path | None = None
+    path: Path | None = Field(None, exclude=True)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_entries(cls, raw: Any) -> Any:
+        """``{value: name}`` or ``{value: {name, concept, skip}}``; the value is copied into each entry."""
+        if not isinstance(raw, dict):
+            return raw
+        return {k: {"name": v, "value": k} if isinstance(v, str) else {**v, "value": k} if isinstance(v, dict) else v
+                for k, v in raw.items()}
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _no_options(cls, raw: Any) -> Any:
+        return {} if raw is None else raw
+
+    @field_validator("splits", mode="before")
+    @classmethod
+    def _empty_splits(cls, raw: Any) -> Any:
+        return {k: v or () for k, v in raw.items()} if isinstance(raw, dict) else raw
+
+    @field_validator("root")
+    @classmethod
+    def _relative_root(cls, root: str | None) -> str | None:
+        if root is not None and (Path(root).is_absolute() or "$" in root):
+            raise ValueError("must be a relative path (absolute paths go on the command line: --root)")
+        return root
+
+    @model_validator(mode="after")
+    def _cases_agree(self) -> DatasetCard:
+        ids = [c.id for c in self.cases]
+        if len(set(ids)) != len(ids):
+            raise ValueError("case ids must be unique")
+        for case in self.cases:
+            for part in case.labels:
+                bad = sorted(set((part.values or {}).values()) - set(self.labels))
+                if bad:
+                    raise ValueError(f"case {case.id!r}: {part.file} maps to undeclared label value(s) {bad}")
+        return self
 
     def concept_of(self) -> dict[int, str]:
         """Label value -> concept id for every used (mapped, not skipped) label."""
@@ -133,134 +194,40 @@ class DatasetCard:
         return Path(shared) / self.root
 
 
-def _fail(where: str, message: str) -> ConfigError:
-    return ConfigError(f"{where}: {message}")
+_FIELDS = [f for f in DatasetCard.model_fields if f != "path"]
 
 
-def _as_int(value: Any, where: str, what: str) -> int:
-    if isinstance(value, bool):
-        raise _fail(where, f"{what} must be an integer (got {value!r})")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise _fail(where, f"{what} must be an integer (got {value!r})") from None
-
-
-def _parse_labels(raw: Any, where: str) -> dict[int, LabelSpec]:
-    if not isinstance(raw, dict) or not raw:
-        raise _fail(where, "'labels' must be a non-empty mapping value -> {name, concept}")
-    labels: dict[int, LabelSpec] = {}
-    for key, entry in raw.items():
-        value = _as_int(key, where, "label value")
-        if value <= 0 or value > 65535:
-            raise _fail(where, f"label value {value} must be in 1..65535 (0 is background)")
-        if isinstance(entry, str):
-            entry = {"name": entry}
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
-            raise _fail(where, f"label {value} must be a mapping with a non-empty 'name'")
-        extra = set(entry) - {"name", "concept", "skip"}
-        if extra:
-            raise _fail(where, f"label {value} has unknown key(s) {sorted(extra)}; allowed: name, concept, skip")
-        concept = entry.get("concept")
-        if concept is not None and (not isinstance(concept, str) or not _CONCEPT_RE.match(concept)):
-            raise _fail(where, f"label {value}: concept {concept!r} must be a lower-case snake_case id")
-        skip = entry.get("skip")
-        if skip is not None and not isinstance(skip, str):
-            raise _fail(where, f"label {value}: 'skip' must be a string giving the reason")
-        labels[value] = LabelSpec(value, entry["name"], concept, skip)
-    return labels
-
-
-def _parse_label_file(raw: Any, where: str) -> LabelFile:
-    if isinstance(raw, str):
-        return LabelFile(raw)
-    if not isinstance(raw, dict) or not isinstance(raw.get("file"), str):
-        raise _fail(where, "each entry of a case's 'labels' must be a path or {file: PATH, values: {FROM: TO}}")
-    values = raw.get("values")
-    if values is not None:
-        if not isinstance(values, dict):
-            raise _fail(where, f"'values' of {raw['file']!r} must map file values to card values")
-        values = {_as_int(k, where, "file value"): _as_int(v, where, "card value") for k, v in values.items()}
-    return LabelFile(raw["file"], values)
-
-
-def _parse_cases(raw: Any, where: str) -> tuple[CaseEntry, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise _fail(where, "'cases' must be a list of {id, image, label|labels, split}")
-    cases = []
-    for item in raw:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("image"), str):
-            raise _fail(where, f"case {item!r} needs string 'id' and 'image'")
-        if not _NAME_RE.match(item["id"]):
-            raise _fail(where, f"case id {item['id']!r} must be lower-case letters, digits and '_'")
-        parts = item.get("labels", [item["label"]] if "label" in item else [])
-        if not isinstance(parts, list):
-            raise _fail(where, f"case {item['id']!r}: 'labels' must be a list")
-        split = item.get("split")
-        if split is not None and split not in SPLITS:
-            raise _fail(where, f"case {item['id']!r}: split {split!r} must be one of {', '.join(SPLITS)}")
-        cases.append(CaseEntry(item["id"], item["image"], tuple(_parse_label_file(p, where) for p in parts), split))
-    ids = [c.id for c in cases]
-    if len(set(ids)) != len(ids):
-        raise _fail(where, "case ids must be unique")
-    return tuple(cases)
-
-
-def _parse_splits(raw: Any, where: str) -> dict[str, tuple[str, ...]]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict) or set(raw) - set(SPLITS):
-        raise _fail(where, f"'splits' must map {', '.join(SPLITS)} to lists of case ids")
-    return {k: tuple(str(c) for c in (v or ())) for k, v in raw.items()}
-
-
-def _check_required(data: dict, where: str) -> None:
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise _fail(where, f"missing required field(s) {', '.join(missing)}")
-    unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise _fail(where, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(_REQUIRED + _OPTIONAL)}")
-    for key in ("name", "license", "source", "citation", "layout"):
-        if not isinstance(data[key], str) or not data[key].strip():
-            raise _fail(where, f"field {key!r} must be a non-empty string")
-    if not _NAME_RE.match(data["name"]):
-        raise _fail(where, f"name {data['name']!r} must be lower-case letters, digits and '_'")
-    if data["modality"] not in MODALITIES:
-        raise _fail(where, f"modality {data['modality']!r} must be one of {', '.join(MODALITIES)}")
-    if data["region"] not in REGIONS:
-        raise _fail(where, f"region {data['region']!r} must be one of {', '.join(REGIONS)}")
-    root = data.get("root")
-    if root is not None and (not isinstance(root, str) or Path(root).is_absolute() or "$" in root):
-        raise _fail(where, f"root {root!r} must be a relative path (absolute paths go on the command line: --root)")
+def _one_line(err: ValidationError, where: str) -> ConfigError:
+    """The first schema error as one line: where, the field's location, what is wrong, what was given."""
+    first = err.errors()[0]
+    *parent, last = [str(p) for p in first["loc"]] or ["card"]
+    loc = ".".join([*parent, last])
+    if first["type"] == "missing":
+        text = f"missing required field {loc!r}"
+    elif first["type"] == "extra_forbidden":
+        text = f"{'.'.join(parent)}: unknown key {last!r}" if parent else \
+            f"unknown field {last!r}; allowed: {', '.join(_FIELDS)}"
+    elif first["type"] == "string_pattern_mismatch":
+        text = f"{loc}: {first['input']!r} must be lower-case snake_case (letters, digits, '_')"
+    elif not first["loc"]:  # a rule over several fields
+        text = first["msg"].removeprefix("Value error, ")
+    else:
+        text = f"{loc}: {first['msg'].removeprefix('Value error, ')} (got {repr(first.get('input'))[:60]})"
+    more = err.error_count() - 1
+    return ConfigError(f"{where}: {text}" + (f" (and {more} more error(s))" if more else ""))
 
 
 def card_from_dict(data: Any, *, where: str = "card", path: Path | None = None) -> DatasetCard:
     """Validate a card mapping (as read from YAML) and build a :class:`DatasetCard`; raises ConfigError."""
     if not isinstance(data, dict):
-        raise _fail(where, "a card must be a YAML mapping of fields (name, modality, region, ...)")
-    _check_required(data, where)
-    options = data.get("options") or {}
-    if not isinstance(options, dict):
-        raise _fail(where, "'options' must be a mapping")
-    default_split = data.get("default_split", "train")
-    if default_split not in SPLITS:
-        raise _fail(where, f"default_split {default_split!r} must be one of {', '.join(SPLITS)}")
-    card = DatasetCard(
-        name=data["name"], modality=data["modality"], region=data["region"], license=data["license"],
-        source=data["source"], citation=data["citation"], layout=data["layout"],
-        labels=_parse_labels(data["labels"], where), title=str(data.get("title", "")), root=data.get("root"),
-        options=options, cases=_parse_cases(data.get("cases"), where),
-        splits=_parse_splits(data.get("splits"), where), default_split=default_split,
-        notes=str(data.get("notes", "")), path=path,
-    )
-    for case in card.cases:
-        for part in case.labels:
-            bad = sorted(set((part.values or {}).values()) - set(card.labels))
-            if bad:
-                raise _fail(where, f"case {case.id!r}: {part.file} maps to undeclared label value(s) {bad}")
+        raise ConfigError(f"{where}: a card must be a YAML mapping of fields (name, modality, region, ...)")
+    if "path" in data:
+        raise ConfigError(f"{where}: unknown field 'path'; allowed: {', '.join(_FIELDS)}")
+    try:
+        card = DatasetCard.model_validate(data)
+    except ValidationError as err:
+        raise _one_line(err, where) from None
+    card.path = path
     return card
 
 

@@ -54,7 +54,7 @@ def test_check_reports_schema_errors_and_needs_cards(fake_tree, write_card, tmp_
     data = card("broken", "files", {1: "liver"})
     data["modality"] = "xray"
     assert main(["data", "check", str(write_card(data))]) == 1
-    assert "modality 'xray'" in capsys.readouterr().out
+    assert "modality: Input should be 'ct', 'mr' or 'pet' (got 'xray')" in capsys.readouterr().out
     (tmp_path / "none").mkdir()
     assert main(["data", "check", str(tmp_path / "none")]) == 1
     assert "no dataset card given" in capsys.readouterr().err
