@@ -1,15 +1,16 @@
 """Sliding-window inference of a SATNet over a whole model-space volume.
 
-The image is encoded once per window for ALL queries, windows (placed by MONAI)
-are blended with a separable gaussian weight by :func:`sat.model.blend.blend`
-and, for large outputs, accumulated in float16.
+The image is encoded once per window for ALL queries; MONAI's ``sliding_window_inference``
+places the windows and blends their logits with a separable gaussian weight
+(sigma = window / 8 per axis, each 1D factor floored at ``FLOOR``); large outputs are
+stored in float16 (blended in float32 in passes over groups of queries).
 
 Presence gating rule: for every window and query, when the presence logit
 ``p`` says the structure is very unlikely there (presence probability below
 ``presence_veto``, 1 % by default: :func:`sat.model.network.vetoed`) every voxel of that window gets
 the logit ``p`` (the window votes "absent" everywhere, and the query's mask
-product and accumulation are not even computed there: see :mod:`sat.model.blend`);
-windows that see the structure keep their logits. A prompt for a structure
+product is skipped when every window of the batch vetoes it); windows that see the
+structure keep their logits. A prompt for a structure
 outside the field of view therefore gives an empty mask.
 
 Large windows (full-resolution activations over ``LEAN_BYTES``) run through
@@ -32,13 +33,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
 
 from sat.errors import InputError
-from sat.model.blend import blend
 from sat.model.config import ModelConfig
+from sat.model.lean import lean_forward
 from sat.model.network import VETO, SATNet, veto_logit, vetoed
 
-__all__ = ["check_coverage", "predict", "gate_by_presence", "window_memory_bytes", "sw_batch_size_for"]
+__all__ = ["check_coverage", "gate_by_presence", "gaussian_profile", "predict", "sw_batch_size_for",
+           "window_memory_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ CPU_MAX_WINDOWS = 4  # windows per batch on CPU: more only touches fresh memory 
 LEAN_BYTES = 1 << 28  # use the slab-wise forward when one full-resolution activation exceeds 256 MiB
 MIN_MODEL_VOXELS = 2  # fewer model voxels along an axis: the model sees a plane, not a volume (error)
 THIN_WINDOW_FRACTION = 0.25  # fewer model voxels than this fraction of the window along an axis: warning
+FLOOR = 1e-2  # smallest value of each 1D gaussian weight factor (window corners: FLOOR**3)
 _AXIS_NAMES = {"R": "left-right", "L": "left-right", "A": "anterior-posterior", "P": "anterior-posterior",
                "S": "superior-inferior", "I": "superior-inferior"}
 
@@ -167,6 +171,40 @@ def _pad_to(image: torch.Tensor, roi: Sequence[int], *, official: bool = False) 
     return F.pad(image, flat, value=0.0 if official else float(image.min())), tuple(crop)
 
 
+def gaussian_profile(size: int, *, official: bool = False) -> torch.Tensor:
+    """[size] float32 1D gaussian (peak 1, sigma = size / 8), floored at ``FLOOR``
+    (``official``: centred on ``size // 2`` and not floored, as the original SAT)."""
+    t = torch.arange(size, dtype=torch.float64) - (size // 2 if official else (size - 1) / 2.0)
+    g = torch.exp(-(t**2) / (2.0 * (size / 8) ** 2))
+    return (g if official else g.clamp_(min=FLOOR)).float()
+
+
+def _weight_map(roi: Sequence[int], *, official: bool) -> torch.Tensor:
+    """[*roi] blending weight of a window: the outer product of the three 1D profiles."""
+    gx, gy, gz = (gaussian_profile(r, official=official) for r in roi)
+    return gx[:, None, None] * gy[None, :, None] * gz[None, None, :]
+
+
+def _window_predictor(model: SATNet, queries: torch.Tensor, *, gate: bool, veto: float, lean: bool,
+                      official: bool):
+    """The per-window function MONAI calls: windows [B, 1, *roi] -> logits [B, N, *roi] (gated), or
+    probabilities for ``official``."""
+
+    def run(window: torch.Tensor) -> torch.Tensor:
+        if lean:
+            out = lean_forward(model, window, queries, slab=16, gate=gate, veto=veto)
+            logits, presence = out.logits, out.presence
+        else:  # the mask product only for the queries some window of the batch does not veto
+            feats, emb, keep, presence = model.window_parts(window, queries, gate=gate, veto=veto)
+            logits = presence[:, :, None, None, None].expand(-1, -1, *window.shape[2:]).clone()
+            logits[:, keep] = SATNet.mask_logits_from(feats, emb)
+        if official:
+            return logits.sigmoid_()
+        return gate_by_presence(logits, presence, veto) if gate else logits
+
+    return run
+
+
 def predict(
     model: SATNet,
     image: torch.Tensor,
@@ -192,15 +230,17 @@ def predict(
         sw_batch_size: windows per forward; default from ``memory_gb`` (at most ``CPU_MAX_WINDOWS``
             on CPU).
         memory_gb: memory budget used to choose ``sw_batch_size``.
-        accumulate_dtype: dtype of the blended output; default float16 when a float32 output
-            would exceed 1 GiB, else float32.
+        accumulate_dtype: dtype of the output; default float16 when a float32 output would exceed
+            1 GiB, else float32. Blending is always in float32: an output over 1 GiB is blended in
+            passes over groups of queries (each pass runs the windows again).
         presence_gating: apply the presence rule of this module's docstring.
         presence_veto: the rule's presence probability threshold, in (0, 1).
         lean: use the slab-wise forward (default: when a full-resolution activation of one
             window exceeds ``LEAN_BYTES``).
         progress: show a progress bar over windows.
         official_blend: pad, weight and blend as the original SAT (zero padding at the high end,
-            probabilities averaged, no presence gating: see :mod:`sat.model.blend`).
+            probabilities averaged with a gaussian centred on voxel ``size // 2``, no floor, no
+            presence gating); returned as the logits of those probabilities.
 
     Returns:
         [N, X, Y, Z] logits (float32 or ``accumulate_dtype``) on the input grid.
@@ -215,9 +255,10 @@ def predict(
     roi = tuple(config.patch_size)
     n = queries.shape[0]
     padded, crop = _pad_to(image, roi, official=official_blend)
+    per_query = 4 * padded[0, 0].numel()  # bytes of one float32 output map
     if accumulate_dtype is None:
-        big = 4 * n * padded[0, 0].numel() > _FP16_OUTPUT_BYTES
-        accumulate_dtype = torch.float16 if big else torch.float32
+        accumulate_dtype = torch.float16 if n * per_query > _FP16_OUTPUT_BYTES else torch.float32
+    chunk = max(1, min(n, _FP16_OUTPUT_BYTES // per_query))  # queries blended (in float32) per pass
     device = next(model.parameters()).device
     if sw_batch_size is None:
         sw_batch_size = sw_batch_size_for(config, n, memory_gb=memory_gb)
@@ -228,13 +269,25 @@ def predict(
     padded = padded.to(device)
     queries = queries.to(device=device, dtype=torch.float32)
 
+    weight = _weight_map(roi, official=official_blend).to(device)
+    out = None
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            out = blend(model, padded, queries, overlap=overlap, sw_batch_size=sw_batch_size, gate=presence_gating,
-                        veto=presence_veto, lean=lean, dtype=accumulate_dtype, progress=progress,
-                        official=official_blend)
+            for lo in range(0, n, chunk):  # one pass unless a float32 output would exceed _FP16_OUTPUT_BYTES
+                run = _window_predictor(model, queries[lo:lo + chunk], gate=presence_gating and not official_blend,
+                                        veto=presence_veto, lean=lean, official=official_blend)
+                part = sliding_window_inference(padded, roi, sw_batch_size, run, overlap=overlap,
+                                                roi_weight_map=weight, progress=progress)[0]
+                if official_blend:  # blended probabilities -> their logits, in place
+                    part.logit_(eps=torch.finfo(part.dtype).eps)
+                if chunk == n:
+                    out = part.to(accumulate_dtype)
+                    break
+                if out is None:
+                    out = torch.empty((n, *part.shape[1:]), dtype=accumulate_dtype, device=part.device)
+                out[lo:lo + chunk] = part
     finally:
         model.train(was_training)
     log.debug("predict: %d queries, %s voxels, sw_batch_size=%d", n, tuple(image.shape[2:]), sw_batch_size)

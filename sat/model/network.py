@@ -173,18 +173,15 @@ class SATNet(nn.Module):
         return embs, actives, logits
 
     def window_parts(
-        self, image: torch.Tensor, queries: torch.Tensor, weight: torch.Tensor | None = None, *, gate: bool = True,
-        veto: float = VETO,
+        self, image: torch.Tensor, queries: torch.Tensor, *, gate: bool = True, veto: float = VETO,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inference forward of a window batch up to the mask product, for the present queries only.
 
-        ``mask_logits_from(feats, emb)`` gives their logits ``[B, K, X, Y, Z]`` (times ``weight``).
+        ``mask_logits_from(feats, emb)`` gives their logits ``[B, K, X, Y, Z]``.
 
         Args:
             image: [B, 1, X, Y, Z] windows.
             queries: [N, text_dim] text embeddings.
-            weight: optional per-voxel weight broadcastable to [B, 1, X, Y, Z] (the blending weight
-                of sliding-window inference), folded into the decoder features.
             gate: keep only the queries not vetoed (:func:`vetoed` with ``veto``) in at least one
                 window of the batch (the rule of :meth:`prepare_mask`); False keeps all.
 
@@ -198,9 +195,7 @@ class SATNet(nn.Module):
         feats = self.backbone.decode(skips)[0]
         del skips
         keep = kept_queries(presence, gate=gate, veto=veto)
-        # one pass: weighted and made contiguous channels-first, so the mask product is a plain bmm
-        feats = (feats * weight.to(feats.dtype) if weight is not None else feats).contiguous()
-        return feats, self.mask_heads[0](q[:, keep]), keep, presence
+        return feats.contiguous(), self.mask_heads[0](q[:, keep]), keep, presence
 
     # -- forward --------------------------------------------------------------------------
     def forward(

@@ -82,12 +82,11 @@ def test_presence_veto_threshold():
         predict(build_model(SMALL).eval(), torch.zeros(16, 16, 16), torch.randn(1, 12), presence_veto=1.0)
 
 
-def test_window_parts_keep_present_queries_and_fold_the_weight(net):
+def test_window_parts_keep_present_queries(net):
     image, q = torch.randn(2, 1, 16, 16, 16), torch.randn(6, 12)
-    weight = torch.rand(16, 16, 16) + 0.1
     with torch.no_grad():
         out = net(image, q)
-        feats, emb, keep, presence = net.window_parts(image, q, weight)
+        feats, emb, keep, presence = net.window_parts(image, q)
         rows = net.mask_logits_from(feats, emb)
         all_feats, all_emb, all_keep, _ = net.window_parts(image, q, gate=False)
         all_rows = net.mask_logits_from(all_feats, all_emb)
@@ -95,7 +94,7 @@ def test_window_parts_keep_present_queries_and_fold_the_weight(net):
     assert vetoed(out.presence).any() and (~vetoed(out.presence)).any()  # both branches exercised
     assert keep.tolist() == torch.nonzero(present).flatten().tolist()
     torch.testing.assert_close(presence, out.presence)
-    torch.testing.assert_close(rows, out.logits[:, keep] * weight, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rows, out.logits[:, keep], atol=1e-5, rtol=1e-5)
     assert all_keep.tolist() == list(range(6))
     torch.testing.assert_close(all_rows, out.logits, atol=1e-5, rtol=1e-5)
 
@@ -131,17 +130,42 @@ def test_sw_batch_size_follows_memory_budget():
     assert window_memory_bytes(cfg, 100) > per
 
 
+def test_windows_a_query_is_vetoed_in_give_its_presence_logit(net):
+    """Windows side by side (no overlap): each voxel holds its window's gated logits."""
+    torch.manual_seed(3)
+    image, q = torch.randn(1, 1, 48, 16, 16), torch.randn(8, 12)
+    with torch.no_grad():
+        outs = [net(image[..., i:i + 16, :, :], q) for i in (0, 16, 32)]
+    presence = torch.cat([o.presence for o in outs])
+    mixed = ((~vetoed(presence)).any(0) & vetoed(presence).any(0)).nonzero().flatten()
+    assert len(mixed), "the fixture should hold a query judged present in some windows only"
+    got = predict(net, image, q, overlap=0.0, sw_batch_size=3)
+    want = torch.cat([gate_by_presence(o.logits, o.presence)[0] for o in outs], dim=1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for w, o in enumerate(outs):
+        for k in vetoed(o.presence[0]).nonzero().flatten().tolist():
+            torch.testing.assert_close(got[k, 16 * w:16 * (w + 1)], o.presence[0, k].expand(16, 16, 16))
+
+
+def test_official_blend_averages_probabilities(net):
+    image, q = torch.randn(1, 1, 16, 16, 16), torch.randn(2, 12)
+    with torch.no_grad():
+        out = net(image, q)
+    got = predict(net, image, q, official_blend=True)  # one window: the average is its own probability
+    torch.testing.assert_close(got.sigmoid(), out.logits[0].sigmoid(), atol=1e-5, rtol=1e-4)
+
+
 def test_cpu_window_batches_are_capped(net, monkeypatch):
     import sat.model.inference as inference
 
     seen = []
-    real = inference.blend
+    real = inference.sliding_window_inference
 
-    def spy(*args, sw_batch_size, **kwargs):
+    def spy(inputs, roi, sw_batch_size, *args, **kwargs):
         seen.append(sw_batch_size)
-        return real(*args, sw_batch_size=sw_batch_size, **kwargs)
+        return real(inputs, roi, sw_batch_size, *args, **kwargs)
 
-    monkeypatch.setattr(inference, "blend", spy)
+    monkeypatch.setattr(inference, "sliding_window_inference", spy)
     predict(net, torch.randn(40, 40, 40), torch.randn(1, 12), overlap=0.5, memory_gb=64.0)
     assert seen == [inference.CPU_MAX_WINDOWS]
     predict(net, torch.randn(40, 40, 40), torch.randn(1, 12), sw_batch_size=9)
