@@ -4,7 +4,10 @@ Every training patch (from :class:`~sat.data.module.SATDataModule`) gives one st
 a simulated user, in one of four modes drawn with ``modes`` probabilities:
 
 - ``correct``: the text prompt plus 1-5 corrective clicks at the largest errors of the frozen
-  network's own mask (:func:`sat.data.clicks.click_sequence`);
+  network's own mask (:func:`sat.data.clicks.click_sequence`); with ``iterative`` rounds, as
+  VISTA3D trains its point branch, up to that many of the clicks are instead placed one at a time
+  at the largest error of the head's own result given the clicks before (the head is run without
+  gradients between clicks), so training sees the clicks a user gives after seeing the head's output;
 - ``text_box``: the text prompt, a box from the reference jittered by up to ``jitter`` voxels,
   and 0-2 corrective clicks;
 - ``box``: a jittered box alone (no text), plus 0-1 positive and 0-1 negative clicks;
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 
-from sat.data.clicks import click_sequence, random_clicks, reference_box
+from sat.data.clicks import click_sequence, error_click, random_clicks, reference_box
 from sat.errors import ConfigError
 from sat.model.prompt_head import PromptHead, guidance_maps, load_head, network_parts, save_head
 from sat.training.module import with_schedule
@@ -69,12 +72,13 @@ class PromptTraining(L.LightningModule):
         lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with warm-up and cosine decay.
         seed: the simulation's random generator is seeded from it and the global step.
         init_head: a saved head folder (:func:`~sat.model.prompt_head.save_head`) to continue from.
+        iterative: at most this many clicks of ``correct`` users placed at the head's own errors.
     """
 
     def __init__(self, base: str = "sat-tiny", *, features: tuple[int, ...] = (16, 16, 32, 64, 128, 16),
                  modes: Mapping[str, float] | None = None, jitter: int = 3, lr: float = 1e-3,
                  weight_decay: float = 1e-4, warmup_steps: int = 50, min_lr_ratio: float = 0.02,
-                 seed: int = 0, init_head: str | None = None) -> None:
+                 seed: int = 0, init_head: str | None = None, iterative: int = 0) -> None:
         super().__init__()
         from sat.api import model_dir
         from sat.model import load_pretrained
@@ -123,14 +127,23 @@ class PromptTraining(L.LightningModule):
         logit, feats = network_parts(self.net, image, queries)
         auto = (logit[:, 0] > 0).cpu().numpy()
         ref = target[:, 0].bool().cpu().numpy()
-        flags, maps = [], []
+        users = []  # [has_text, clicks, box, clicks still to place at the head's own errors]
         for i in range(len(rows)):
             mode = str(rng.choice(self.modes, p=self.p_modes))
             has_text, clicks, box = simulate(mode, ref[i], auto[i], rng, jitter=self.hparams.jitter)
-            flags.append(has_text)
-            maps.append(guidance_maps(ref[i].shape, points=clicks, box=box, sigma=self.head.config.click_sigma))
-        guidance = torch.stack(maps).to(image.device)
-        out = self.head(image, feats, logit, torch.tensor(flags, device=image.device), guidance)
+            later = min(int(rng.integers(0, self.hparams.iterative + 1)), len(clicks) - 1) if mode == "correct" else 0
+            users.append([has_text, clicks[:len(clicks) - later] if later > 0 else clicks, box, max(later, 0)])
+        flags = torch.tensor([u[0] for u in users], device=image.device)
+        for _ in range(max(u[3] for u in users)):
+            with torch.no_grad():
+                pred = self.head(image, feats, logit, flags, self._guidance(users, ref.shape[1:]))[:, 0] > 0
+            pred = pred.cpu().numpy()
+            for i, user in enumerate(users):
+                if user[3] > 0:
+                    click = error_click(pred[i], ref[i], rng=rng, spread=0.5)
+                    user[1] = [*user[1], click] if click else user[1]
+                    user[3] = user[3] - 1 if click else 0
+        out = self.head(image, feats, logit, flags, self._guidance(users, ref.shape[1:]))
         dice = self.dice(out, target)
         bce = F.binary_cross_entropy_with_logits(out, target)
         loss = dice + bce
@@ -138,6 +151,12 @@ class PromptTraining(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log_dict({"train/dice": dice.detach(), "train/bce": bce.detach()}, batch_size=bs)
         return loss
+
+    def _guidance(self, users: list, shape: tuple[int, ...]) -> torch.Tensor:
+        """[B, 3, X, Y, Z] guidance maps of the simulated users' clicks and boxes."""
+        sigma = self.head.config.click_sigma
+        maps = [guidance_maps(shape, points=clicks, box=box, sigma=sigma) for _, clicks, box, _ in users]
+        return torch.stack(maps).to(self.device)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.head.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

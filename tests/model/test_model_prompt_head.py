@@ -74,3 +74,31 @@ def test_one_training_step_of_the_head_changes_only_the_head(tmp_path, tiny_mode
         has_text, clicks, box = simulate(mode, ref, np.zeros_like(ref), rng)
         assert clicks or box is not None
         assert all(ref[c[:3]] == bool(c[3]) for c in clicks)
+
+
+def test_iterative_users_click_at_the_heads_own_errors(tmp_path, tiny_model, monkeypatch):
+    """With ``iterative`` rounds the head is run without gradients between clicks, and the next click
+    lies in an error of that run's result."""
+    import sat.training.prompted as prompted
+
+    folder = tiny_model(tmp_path / "m", ["liver"])
+    module = prompted.PromptTraining(base=str(folder), features=(8, 8, 8, 8, 8, 8), modes={"correct": 1.0},
+                                     iterative=3)
+    target = torch.zeros(2, 1, 32, 32, 32, dtype=torch.uint8)
+    target[:, 0, 8:20, 8:20, 8:20] = 1
+    batch = {"image": torch.randn(2, 1, 32, 32, 32), "queries": torch.randn(2, 1, 384), "target": target,
+             "query_mask": torch.ones(2, 1, dtype=torch.bool)}
+    seen, real = [], prompted.error_click
+
+    def spy(pred, reference, **kwargs):
+        click = real(pred, reference, **kwargs)
+        seen.append(click)
+        assert click is None or pred[click[:3]] != reference[click[:3]]  # in an error of the head's result
+        return click
+
+    monkeypatch.setattr(prompted, "error_click", spy)
+    for seed in range(6):
+        module.hparams.seed = seed
+        loss = module.training_step(batch, 0)
+        assert torch.isfinite(loss)
+    assert seen, "some simulated user should have clicked after seeing the head's result"
