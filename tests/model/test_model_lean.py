@@ -10,7 +10,6 @@ from sat.model import ModelConfig, build_model
 from sat.model.inference import gate_by_presence
 from sat.model.lean import composite_up_kernel, lean_forward
 from sat.model.network import vetoed
-from sat.model.unet import upsample2x
 
 from .test_model_network import straddle_veto
 
@@ -60,16 +59,3 @@ def test_composite_up_kernel_equals_upsample_then_conv():
     for g, (px, py, pz) in enumerate(parities):
         out[:, :, px::2, py::2, pz::2] = r[:, 3 * g: 3 * g + 3, px: px + 3, py: py + 4, pz: pz + 2]
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
-
-
-def test_upsample2x_equals_transposed_conv_with_gradients():
-    torch.manual_seed(0)
-    x = torch.randn(2, 3, 4, 5, 6, requires_grad=True)
-    w, b = torch.randn(3, 7, 2, 2, 2, requires_grad=True), torch.randn(7)
-    ref = F.conv_transpose3d(x, w, b, stride=2)
-    out = upsample2x(x, w, b)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-    g_ref = torch.autograd.grad(ref.square().sum(), (x, w))
-    g_out = torch.autograd.grad(out.square().sum(), (x, w))
-    for a, c in zip(g_out, g_ref, strict=True):
-        torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-4)
