@@ -131,8 +131,9 @@ class PromptTraining(L.LightningModule):
         for i in range(len(rows)):
             mode = str(rng.choice(self.modes, p=self.p_modes))
             has_text, clicks, box = simulate(mode, ref[i], auto[i], rng, jitter=self.hparams.jitter)
-            later = min(int(rng.integers(0, self.hparams.iterative + 1)), len(clicks) - 1) if mode == "correct" else 0
-            users.append([has_text, clicks[:len(clicks) - later] if later > 0 else clicks, box, max(later, 0)])
+            later = int(rng.integers(0, self.hparams.iterative + 1)) if mode == "correct" else 0
+            later = max(0, min(later, len(clicks) - 1))
+            users.append([has_text, clicks[:len(clicks) - later], box, later])
         flags = torch.tensor([u[0] for u in users], device=image.device)
         for _ in range(max(u[3] for u in users)):
             with torch.no_grad():
@@ -141,8 +142,11 @@ class PromptTraining(L.LightningModule):
             for i, user in enumerate(users):
                 if user[3] > 0:
                     click = error_click(pred[i], ref[i], rng=rng, spread=0.5)
-                    user[1] = [*user[1], click] if click else user[1]
-                    user[3] = user[3] - 1 if click else 0
+                    if click is None:  # nothing left to correct
+                        user[3] = 0
+                    else:
+                        user[1].append(click)
+                        user[3] -= 1
         out = self.head(image, feats, logit, flags, self._guidance(users, ref.shape[1:]))
         dice = self.dice(out, target)
         bce = F.binary_cross_entropy_with_logits(out, target)
