@@ -209,8 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     single = learn(args.model, args.cache, datasets=args.dataset)
-    print("largest component kept for (fewest axial slices of the input): "
-          + (", ".join(f"{c} ({t})" for c, t in single.items()) or "none"))
+    log.info("largest component kept for (fewest axial slices of the input): %s",
+             ", ".join(f"{c} ({t})" for c, t in single.items()) or "none")
     return 0
 
 

@@ -194,9 +194,10 @@ def _window_predictor(model: SATNet, queries: torch.Tensor, *, gate: bool, veto:
         if lean:
             out = lean_forward(model, window, queries, slab=16, gate=gate, veto=veto)
             logits, presence = out.logits, out.presence
-        else:  # the mask product only for the queries some window of the batch does not veto
+        else:  # the mask product only for the queries some window of the batch does not veto; the
+            # others are vetoed by every window, so the gating below gives them their presence logit
             feats, emb, keep, presence = model.window_parts(window, queries, gate=gate, veto=veto)
-            logits = presence[:, :, None, None, None].expand(-1, -1, *window.shape[2:]).clone()
+            logits = feats.new_empty((window.shape[0], queries.shape[0], *window.shape[2:]))
             logits[:, keep] = SATNet.mask_logits_from(feats, emb)
         if official:
             return logits.sigmoid_()
