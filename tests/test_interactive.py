@@ -96,6 +96,24 @@ def test_keep_components_keeps_seeded_pieces_and_the_largest():
     assert not keep_components(mask, [(2, 2, 2)], largest=False)[12, 12, 12]
 
 
+def test_a_negative_click_cannot_remove_the_confident_core_far_from_it():
+    """A head that drops the whole structure after a negative click in a leak removes the unsure
+    leak and the voxels near the click, never the sure core far away."""
+    from sat.interactive.merge import NEAR, SURE, apply_guide
+
+    auto = torch.full((30, 30, 30), -8.0)
+    auto[2:14, 2:14, 2:14] = SURE + 4.0  # the structure, sure
+    auto[14:26, 6:10, 6:10] = 1.0  # a leak, unsure
+    head = torch.full((30, 30, 30), -8.0)  # the head removes everything
+    click = (22.0, 8.0, 8.0, 0)
+    out = apply_guide(auto, head, (slice(0, 30),) * 3, Guide(clicks=[click]), has_text=True, one_piece=True) > 0
+    assert not out[14:26, 6:10, 6:10].any()  # the leak is gone
+    assert out[2:14 - int(NEAR), 2:14, 2:14].all()  # the core stays
+    near = apply_guide(auto, head, (slice(0, 30),) * 3, Guide(clicks=[(12.0, 8.0, 8.0, 0)]), has_text=True,
+                       one_piece=True) > 0
+    assert not near[12, 8, 8] and near[3, 3, 3]  # a click on the core removes its neighbourhood only
+
+
 # -- segment with points and boxes -----------------------------------------------------------------
 def _world_of(phantom, concept):
     value = next(v for v, c in phantom.concepts.items() if c == concept)
@@ -171,7 +189,23 @@ def test_zoom_segments_each_found_region_again(segmenter, model_dir, phantom, tm
         outside = np.ones(coarse.shape, bool)
         outside[box] = False
         assert np.array_equal(fine[prompt][outside], coarse[prompt][outside])  # only the region changes
+    passes = fine.meta["zoom"]["passes"]
+    assert sorted(p for group in passes for p in group) == sorted(fine.meta["zoom"]["regions"])
     with pytest.raises(InputError, match="cannot be refined"):
         fine.refine("liver", add=[(0, 0, 0)])
     with pytest.raises(InputError, match="text prompts only"):
         model.segment(phantom.image, "liver", modality="ct", zoom=True, probabilities=True)
+
+
+def test_zoom_regions_merge_only_when_that_adds_no_work():
+    from sat.interactive.zoom import merge_boxes
+
+    def box(lo, hi):
+        return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+
+    boxes = {"pancreas": box((10, 10, 10), (50, 30, 20)), "adrenal": box((30, 12, 12), (45, 28, 20)),
+             "far": box((80, 80, 80), (90, 90, 90))}
+    groups = merge_boxes(boxes)
+    assert sorted(sorted(p) for _, p in groups) == [["adrenal", "pancreas"], ["far"]]
+    merged = next(b for b, p in groups if "pancreas" in p)
+    assert merged == boxes["pancreas"]  # the adrenal's box lies inside the pancreas's

@@ -3,7 +3,10 @@
 - **Clicks** change only the error regions they point at: where the head adds voxels to the
   current mask, the added pieces that hold a positive click are taken; where it removes voxels,
   the removed pieces that hold a negative click are taken; everything else keeps the current
-  (automatic) mask, so a click never disturbs the rest of the structure.
+  (automatic) mask, so a click never disturbs the rest of the structure. A negative click removes
+  only voxels the current logits are unsure of (``|logit| < SURE``) or that lie within ``NEAR``
+  model voxels of it: a head that drops the whole structure cannot take its confident core
+  with it (chosen on the development people, model card).
 - **A box** (its first run) replaces the mask inside its region by the head's, and bounds the
   structure: nothing is kept beyond the box and a margin of ``BOX_MARGIN`` model voxels.
 - Then the component rule: a one-piece structure keeps its largest component plus every component
@@ -27,13 +30,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from sat.interactive.guides import BOX_MARGIN, Guide
 from sat.postprocess import keep_components
 
-__all__ = ["OUTSIDE", "apply_guide"]
+__all__ = ["NEAR", "OUTSIDE", "SURE", "apply_guide"]
 
 OUTSIDE = -20.0  # logit of "not in the mask" where nothing says the structure is
+SURE = 4.0  # current logits at least this large are removed only near a negative click
+NEAR = 4.0  # model voxels around a negative click where even sure voxels may be removed
 
 
 def _seeds(clicks: Sequence, shape: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -45,6 +51,14 @@ def _seeds(clicks: Sequence, shape: Sequence[int]) -> list[tuple[int, int, int]]
             v = np.clip(centre + d, 0, np.asarray(shape) - 1)
             out.append(tuple(int(x) for x in v))
     return out
+
+
+def _near(clicks: Sequence, shape: Sequence[int], radius: float) -> np.ndarray:
+    """Voxels within ``radius`` voxels of any click."""
+    far = np.ones(tuple(shape), bool)
+    for c in clicks:
+        far[tuple(int(v) for v in np.clip(np.floor(np.asarray(c[:3]) + 0.5), 0, np.asarray(shape) - 1))] = False
+    return ndimage.distance_transform_edt(far) <= radius
 
 
 def _box_mask(box: Sequence[int], shape: Sequence[int], margin: int) -> np.ndarray:
@@ -78,9 +92,12 @@ def apply_guide(logits: torch.Tensor, new: torch.Tensor, region: tuple[slice, ..
         out[region] = head[region]
     else:
         current, proposed = (out > 0).numpy(), (head > 0).numpy()
+        negatives = [c for c in clicks if not c[3]]
         added = keep_components(proposed & ~current, _seeds([c for c in clicks if c[3]], current.shape), largest=False)
-        removed = keep_components(current & ~proposed, _seeds([c for c in clicks if not c[3]], current.shape),
-                                  largest=False)
+        removable = current & ~proposed
+        if has_text and negatives:
+            removable &= (out.numpy() < SURE) | _near(negatives, current.shape, NEAR)
+        removed = keep_components(removable, _seeds(negatives, current.shape), largest=False)
         take = torch.from_numpy(added | removed)
         out[take] = head[take]
     mask = (out > 0).numpy()

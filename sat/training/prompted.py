@@ -13,6 +13,12 @@ a simulated user, in one of four modes drawn with ``modes`` probabilities:
 - ``box``: a jittered box alone (no text), plus 0-1 positive and 0-1 negative clicks;
 - ``points``: 1-3 positive and 0-2 negative clicks, no text.
 
+With ``p_errors``, a ``correct`` user first gets a confidently wrong automatic mask: a ball on the
+reference's border (radius 3-8 voxels) is added to the network's logits outside the reference
+(a leak) or cut from them inside it (a missed part), with logits of magnitude 2-8
+(:func:`simulated_error`). The clicks then go to that error, so the head learns to follow a click
+against an automatic mask that is sure of itself, as the leaks and misses of unseen people are.
+
 No left-right flips (the augmentations of the data module keep sides). The loss is Dice + BCE
 of the head's logits against the reference. Only the head is trained and saved.
 
@@ -31,13 +37,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
+from scipy import ndimage
 
 from sat.data.clicks import click_sequence, error_click, random_clicks, reference_box
 from sat.errors import ConfigError
 from sat.model.prompt_head import PromptHead, guidance_maps, load_head, network_parts, save_head
 from sat.training.module import with_schedule
 
-__all__ = ["MODES", "PromptTraining", "simulate"]
+__all__ = ["MODES", "PromptTraining", "simulate", "simulated_error"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,26 @@ def simulate(mode: str, reference: np.ndarray, auto: np.ndarray, rng: np.random.
     raise ConfigError(f"unknown prompt mode {mode!r}; use one of {sorted(MODES)}")
 
 
+def simulated_error(logit: torch.Tensor, reference: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """``logit`` [X, Y, Z] with a confident error on the border of the bool ``reference`` [X, Y, Z]:
+    a ball (radius 3-8 voxels) centred on a border voxel, set to +2..+8 outside the reference (a
+    leak) or to -8..-2 inside it (a missed part). Unchanged when the reference is empty."""
+    border = reference & ~ndimage.binary_erosion(reference)
+    centres = np.argwhere(border)
+    if not len(centres):
+        return logit
+    centre = centres[rng.integers(len(centres))]
+    radius = float(rng.uniform(3.0, 8.0))
+    grid = np.ogrid[tuple(slice(0, n) for n in reference.shape)]
+    ball = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= radius**2
+    leak = bool(rng.integers(2))
+    region = ball & (~reference if leak else reference)
+    out = logit.clone()
+    value = float(rng.uniform(2.0, 8.0))
+    out[torch.from_numpy(region).to(out.device)] = value if leak else -value
+    return out
+
+
 class PromptTraining(L.LightningModule):
     """Train a :class:`~sat.model.prompt_head.PromptHead` over a frozen shipped SAT model.
 
@@ -73,12 +100,14 @@ class PromptTraining(L.LightningModule):
         seed: the simulation's random generator is seeded from it and the global step.
         init_head: a saved head folder (:func:`~sat.model.prompt_head.save_head`) to continue from.
         iterative: at most this many clicks of ``correct`` users placed at the head's own errors.
+        p_errors: probability that a ``correct`` user's automatic mask gets a simulated confident
+            error (:func:`simulated_error`) first.
     """
 
     def __init__(self, base: str = "sat-tiny", *, features: tuple[int, ...] = (16, 16, 32, 64, 128, 16),
                  modes: Mapping[str, float] | None = None, jitter: int = 3, lr: float = 1e-3,
                  weight_decay: float = 1e-4, warmup_steps: int = 50, min_lr_ratio: float = 0.02,
-                 seed: int = 0, init_head: str | None = None, iterative: int = 0) -> None:
+                 seed: int = 0, init_head: str | None = None, iterative: int = 0, p_errors: float = 0.0) -> None:
         super().__init__()
         from sat.api import model_dir
         from sat.model import load_pretrained
@@ -125,12 +154,14 @@ class PromptTraining(L.LightningModule):
         queries = batch["queries"][rows, picks][:, None]
         target = batch["target"][rows, picks][:, None].float()
         logit, feats = network_parts(self.net, image, queries)
-        auto = (logit[:, 0] > 0).cpu().numpy()
         ref = target[:, 0].bool().cpu().numpy()
         users = []  # [has_text, clicks, box, clicks still to place at the head's own errors]
         for i in range(len(rows)):
             mode = str(rng.choice(self.modes, p=self.p_modes))
-            has_text, clicks, box = simulate(mode, ref[i], auto[i], rng, jitter=self.hparams.jitter)
+            if mode == "correct" and self.hparams.p_errors > 0 and rng.random() < self.hparams.p_errors:
+                logit[i, 0] = simulated_error(logit[i, 0], ref[i], rng)
+            auto = (logit[i, 0] > 0).cpu().numpy()
+            has_text, clicks, box = simulate(mode, ref[i], auto, rng, jitter=self.hparams.jitter)
             later = int(rng.integers(0, self.hparams.iterative + 1)) if mode == "correct" else 0
             later = max(0, min(later, len(clicks) - 1))
             users.append([has_text, clicks[:len(clicks) - later], box, later])

@@ -83,7 +83,7 @@ def test_iterative_users_click_at_the_heads_own_errors(tmp_path, tiny_model, mon
 
     folder = tiny_model(tmp_path / "m", ["liver"])
     module = prompted.PromptTraining(base=str(folder), features=(8, 8, 8, 8, 8, 8), modes={"correct": 1.0},
-                                     iterative=3)
+                                     iterative=3, p_errors=0.5)
     target = torch.zeros(2, 1, 32, 32, 32, dtype=torch.uint8)
     target[:, 0, 8:20, 8:20, 8:20] = 1
     batch = {"image": torch.randn(2, 1, 32, 32, 32), "queries": torch.randn(2, 1, 384), "target": target,
@@ -102,3 +102,24 @@ def test_iterative_users_click_at_the_heads_own_errors(tmp_path, tiny_model, mon
         loss = module.training_step(batch, 0)
         assert torch.isfinite(loss)
     assert seen, "some simulated user should have clicked after seeing the head's result"
+
+
+def test_simulated_errors_are_confident_balls_on_the_reference_border():
+    """A simulated error is a leak outside the reference or a cut inside it, on its border, and it
+    changes the automatic mask (so the simulated user's clicks go to it)."""
+    from sat.training.prompted import simulated_error
+
+    ref = np.zeros((32, 32, 32), bool)
+    ref[8:24, 8:24, 8:24] = True
+    logit = torch.where(torch.from_numpy(ref), 6.0, -6.0)
+    kinds = set()
+    for seed in range(12):
+        out = simulated_error(logit, ref, np.random.default_rng(seed))
+        changed = (out > 0).numpy() != ref
+        assert changed.any() and changed.sum() < ref.sum()
+        leak, cut = changed & ~ref, changed & ref
+        assert not (leak.any() and cut.any())
+        kinds.add("leak" if leak.any() else "cut")
+        assert torch.all(out[torch.from_numpy(changed)].abs() >= 2.0)
+    assert kinds == {"leak", "cut"}
+    assert torch.equal(simulated_error(logit, np.zeros_like(ref), np.random.default_rng(0)), logit)
