@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--synthetic", action="store_true", help="use a degraded reference instead of SAT")
     parser.add_argument("--specialists-only", action="store_true", help="no SAT (e.g. before a model is shipped)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap for both methods (SAT default)")
+    parser.add_argument("--overlap", type=float, default=0.5,
+                        help="sliding-window overlap for both methods (nnU-Net's default and sat-tiny's)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for both methods")
     parser.add_argument("--reuse-specialists", action="store_true", help="reuse specialist predictions in --work")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="README whose tables are refreshed")

@@ -91,11 +91,13 @@ class ExportOnEnd(L.Callback):
     Args:
         directory: output folder, e.g. ``sat/resources/models/sat-tiny``.
         half: store float16 weights.
+        inference: the model's inference defaults (config ``inference``, e.g. ``{"overlap": 0.5}``).
     """
 
-    def __init__(self, directory: str, *, half: bool = True) -> None:
+    def __init__(self, directory: str, *, half: bool = True, inference: dict | None = None) -> None:
         self.directory = directory
         self.half = half
+        self.inference = dict(inference or {})
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -112,5 +114,6 @@ class ExportOnEnd(L.Callback):
                                                                           extra={"training": training}))
             return
         training["init_from"] = pl_module.hparams.get("init_from")
-        out = export_trained(pl_module.net, self.directory, dm, half=self.half, extra={"training": training})
+        extra = {"training": training, **({"inference": self.inference} if self.inference else {})}
+        out = export_trained(pl_module.net, self.directory, dm, half=self.half, extra=extra)
         log.info("exported the trained model to %s", out)

@@ -89,13 +89,15 @@ def test_export_on_end_writes_the_averaged_weights(tmp_path, toy_cache):
     spec["trainer"]["callbacks"] += [
         {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging",
          "init_args": {"decay": 0.5, "update_starting_at_step": 2}},
-        {"class_path": "sat.training.callbacks.ExportOnEnd", "init_args": {"directory": str(tmp_path / "export")}},
+        {"class_path": "sat.training.callbacks.ExportOnEnd",
+         "init_args": {"directory": str(tmp_path / "export"), "inference": {"overlap": 0.5}}},
     ]
     recipe.write_text(yaml.safe_dump(spec))
     train_segmentation(recipe)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     net, config = load_pretrained(tmp_path / "export")
     assert config["postprocess"] == {"largest_component": {"liver": 1, "spleen": 1}}
+    assert config["inference"] == {"overlap": 0.5}  # the recipe's inference defaults travel with the weights
     exported = net.state_dict()
     average = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()}
     current = {k.removeprefix("net."): v for k, v in ckpt["current_model_state"].items()}
