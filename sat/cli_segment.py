@@ -57,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
     seg.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold (default 0.5)")
     seg.add_argument("--overlap", type=float, default=None,
-                     help=f"sliding-window overlap in [0, {MAX_OVERLAP}] (default: the model's, 0.25 for SAT's own models)")
+                     help=f"sliding-window overlap in [0, {MAX_OVERLAP}] (default: the model's: 0.5 for sat-tiny, else 0.25)")
     seg.add_argument("--no-presence-gating", action="store_true",
                      help="keep mask logits where the presence head judges a prompt absent")
     seg.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",

@@ -113,7 +113,7 @@ def _add_model_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--root", action="append", default=[], metavar="NAME=DIR",
                    help="folder of a dataset whose card has no root under --shared (repeatable)")
     m.add_argument("--out", default=None, help="also write the rows as CSV")
-    m.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap in [0, 1) (default %(default)s)")
+    m.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
     m.add_argument("--no-presence-gating", action="store_true",
                    help="keep the mask logits where the presence head says absent")
     m.add_argument("--presence-veto", type=float, default=PRESENCE_VETO, metavar="P",

@@ -62,7 +62,7 @@ def evaluate_model(
     shared: str | Path | None = None,
     roots: dict[str, str | Path] | None = None,
     concepts: Sequence[str] | None = None,
-    overlap: float = 0.25,
+    overlap: float | None = None,
     presence_gating: bool = True,
     presence_veto: float = PRESENCE_VETO,
     largest_component: bool = True,
@@ -82,7 +82,7 @@ def evaluate_model(
         shared: folder the cards' relative roots point into (default: ``../shared``).
         roots: dataset name -> its folder, for cards without a root under ``shared``.
         concepts: restrict to these concept ids.
-        overlap: sliding-window overlap.
+        overlap: sliding-window overlap (None: the model's default).
         presence_gating, presence_veto, largest_component: passed to :meth:`sat.api.Segmenter.segment`.
     """
     import sat
