@@ -53,11 +53,17 @@ def _seeds(clicks: Sequence, shape: Sequence[int]) -> list[tuple[int, int, int]]
     return out
 
 
+def _voxel(click: Sequence, shape: Sequence[int]) -> tuple[int, int, int]:
+    """The voxel of a click (nearest, inside the array)."""
+    v = np.clip(np.floor(np.asarray(click[:3], np.float64) + 0.5), 0, np.asarray(shape) - 1)
+    return tuple(int(x) for x in v)  # type: ignore[return-value]
+
+
 def _near(clicks: Sequence, shape: Sequence[int], radius: float) -> np.ndarray:
     """Voxels within ``radius`` voxels of any click."""
     far = np.ones(tuple(shape), bool)
     for c in clicks:
-        far[tuple(int(v) for v in np.clip(np.floor(np.asarray(c[:3]) + 0.5), 0, np.asarray(shape) - 1))] = False
+        far[_voxel(c, shape)] = False
     return ndimage.distance_transform_edt(far) <= radius
 
 
@@ -103,8 +109,7 @@ def apply_guide(logits: torch.Tensor, new: torch.Tensor, region: tuple[slice, ..
     mask = (out > 0).numpy()
     if guide.box is not None:
         mask &= _box_mask(guide.box, mask.shape, BOX_MARGIN)
-    seeds = [tuple(int(np.clip(np.floor(v + 0.5), 0, n - 1)) for v, n in zip(c[:3], mask.shape, strict=True))
-             for c in guide.positives]
+    seeds = [_voxel(c, mask.shape) for c in guide.positives]
     if has_text:
         kept = keep_components(mask, seeds, largest=True) if one_piece else mask
     else:
