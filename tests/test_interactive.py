@@ -114,6 +114,19 @@ def test_a_negative_click_cannot_remove_the_confident_core_far_from_it():
     assert not near[12, 8, 8] and near[3, 3, 3]  # a click on the core removes its neighbourhood only
 
 
+def test_a_positive_click_takes_the_head_blob_just_beside_it():
+    """The head may answer a click a voxel or two off it: that piece is taken, a farther one is not."""
+    from sat.interactive.merge import REACH, apply_guide
+
+    auto = torch.full((30, 30, 30), -8.0)
+    auto[2:8, 2:8, 2:8] = 8.0
+    head = auto.clone()
+    head[20:24, 20:24, 20:24] = 5.0  # the answer, its nearest voxel 2 voxels from the click
+    head[2:5, 25:28, 25:28] = 5.0  # an unrelated blob far away
+    out = apply_guide(auto, head, (slice(0, 30),) * 3, Guide(clicks=[(18.0, 21.0, 21.0, 1)]), has_text=True,
+                      one_piece=False) > 0
+    assert REACH >= 2 and out[20:24, 20:24, 20:24].all() and not out[2:5, 25:28, 25:28].any()
+
 # -- segment with points and boxes -----------------------------------------------------------------
 def _world_of(phantom, concept):
     value = next(v for v, c in phantom.concepts.items() if c == concept)

@@ -318,3 +318,32 @@ def test_window_needs_the_intensity_mapping():
     case = make_case()
     with pytest.raises(InputError, match="intensity mapping"):
         case.clip_to(-125.0, 275.0)
+
+
+def test_random_windows_move_each_bound_within_the_jitter():
+    """Random windowing: a full-range CT case gets a different window per patch, each bound within
+    ``window_jitter`` HU of ``ct_window``; thin padding takes the drawn lower bound."""
+    from sat.preprocess import ABDOMEN_WINDOW, CT_SCALE
+
+    case = make_case()
+    hu = np.random.default_rng(0).uniform(-1000, 1500, case.image.shape)  # every patch spans the full range
+    case.image = ((hu - CT_SCALE[0]) / CT_SCALE[1]).astype(np.float32)
+    case.background = float(case.image.min())
+    case.intensity_mean, case.intensity_std = CT_SCALE
+    ds = PatchDataset([case], make_table(), patch_size=(32, 32, 16), p_thin=0.0, augment=False,
+                      ct_window=ABDOMEN_WINDOW, window_jitter=100.0)
+    hu = [ds[i]["image"].numpy() * CT_SCALE[1] + CT_SCALE[0] for i in range(12)]
+    lows, highs = np.array([h.min() for h in hu]), np.array([h.max() for h in hu])
+    assert ((lows >= -225 - 1e-3) & (lows <= -25 + 1e-3)).all() and ((highs >= 175 - 1e-3) & (highs <= 375 + 1e-3)).all()
+    assert np.ptp(lows) > 20 and np.ptp(highs) > 20  # the window changes between patches
+    thin = PatchDataset([case], make_table(), patch_size=(32, 32, 16), p_thin=1.0, min_thin=2, augment=False,
+                        ct_window=ABDOMEN_WINDOW, window_jitter=100.0)
+    images = [thin[i]["image"].numpy()[0] for i in range(8)]
+    padded = [(im[..., 0].max(), im.min()) for im in images if np.ptp(im[..., 0]) == 0]
+    assert padded and all(p == pytest.approx(m) and p > case.background for p, m in padded)  # the drawn floor
+    with pytest.raises(ConfigError, match="window_jitter"):
+        PatchDataset([case], make_table(), patch_size=(32, 32, 16), window_jitter=50.0)
+    case.clip_to(*ABDOMEN_WINDOW)  # a case clipped at setup keeps its fixed window
+    fixed = PatchDataset([case], make_table(), patch_size=(32, 32, 16), p_thin=0.0, augment=False,
+                         ct_window=ABDOMEN_WINDOW, window_jitter=100.0)
+    assert fixed[0]["image"].numpy().min() * CT_SCALE[1] + CT_SCALE[0] == pytest.approx(-125.0, abs=1e-3)

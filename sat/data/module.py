@@ -185,6 +185,9 @@ class SATDataModule(L.LightningDataModule):
             z), see :class:`sat.data.augment.Augmentation`.
         ct_window: clip every CT case to this HU range (e.g. :data:`sat.preprocess.ABDOMEN_WINDOW`,
             the range of sets stored windowed); recorded in the export, so inference clips alike.
+        ct_window_jitter: HU; when > 0, training CT cases keep their full range and each patch is
+            clipped to ``ct_window`` with each bound moved by up to this much (random windowing;
+            validation cases are clipped to ``ct_window`` exactly, as inference clips).
         synonyms: synonyms per concept in the query table (augmentation).
         concept_weights: concept id -> relative sampling weight (patch centres and queries).
         query_cache: optional safetensors file keeping the query table between runs.
@@ -218,6 +221,7 @@ class SATDataModule(L.LightningDataModule):
         zoom: tuple[float, float] = ZOOM,
         rotate: tuple[float, float, float] = ROTATE,
         ct_window: tuple[float, float] | None = None,
+        ct_window_jitter: float = 0.0,
         synonyms: int = 4,
         concept_weights: dict[str, float] | None = None,
         query_cache: str | None = None,
@@ -243,7 +247,8 @@ class SATDataModule(L.LightningDataModule):
         self.train_cases = load_cases(h.cache, split="train", **kw)
         self.val_cases = load_cases(h.cache, split="val", **kw)
         if h.ct_window is not None:
-            for case in (*self.train_cases, *self.val_cases):
+            clipped = self.val_cases if h.ct_window_jitter > 0 else (*self.train_cases, *self.val_cases)
+            for case in clipped:
                 if case.modality == "ct":
                     case.clip_to(*h.ct_window)
         if not self.train_cases:
@@ -296,7 +301,8 @@ class SATDataModule(L.LightningDataModule):
             min_thin=h.min_thin, augment=h.augment,
             structure_shift=h.structure_shift, p_contrast=h.p_contrast, p_elastic=h.p_elastic, p_lumen=h.p_lumen,
             zoom=tuple(h.zoom), rotate=tuple(h.rotate),
-            dataset_weights=h.datasets, concept_weights=h.concept_weights, seed=h.seed,
+            dataset_weights=h.datasets, concept_weights=h.concept_weights, ct_window=h.ct_window,
+            window_jitter=h.ct_window_jitter, seed=h.seed,
         )
 
     def train_dataloader(self) -> DataLoader:

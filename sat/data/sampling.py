@@ -23,7 +23,8 @@ Rules (the SAT recipe, adapted to partial labels):
   between scans), simulated IV contrast on CT with probability ``p_contrast`` (:mod:`sat.data.contrast`:
   arterial, portal-venous or delayed enhancement of vessels and organs), redrawn stomach and
   bowel content on CT with probability ``p_lumen`` (:mod:`sat.data.lumen`: gas, fluid or oral
-  contrast with a gas-fluid level), and (MONAI)
+  contrast with a gas-fluid level), random CT windows (``window_jitter``: each bound of
+  ``ct_window`` moved by up to that many HU, on cases kept in their full range), and (MONAI)
   intensity scale/shift, contrast (gamma), gaussian noise and smoothing. Never a left-right flip: laterality is part of
   what the text says.
 
@@ -201,8 +202,12 @@ class PatchDataset(Dataset):
         rotate: Sequence[float] = ROTATE,
         dataset_weights: Mapping[str, float] | None = None,
         concept_weights: Mapping[str, float] | None = None,
+        ct_window: Sequence[float] | None = None,
+        window_jitter: float = 0.0,
         seed: int = 0,
     ) -> None:
+        if window_jitter < 0 or (window_jitter > 0 and ct_window is None):
+            raise ConfigError("window_jitter must be >= 0 HU and needs a ct_window to move")
         if len(patch_size) != 3 or min(patch_size) < 1:
             raise ConfigError(f"patch_size must be 3 positive ints, got {patch_size}")
         if not (0 <= p_foreground <= 1 and 0 <= p_thin <= 1):
@@ -218,6 +223,8 @@ class PatchDataset(Dataset):
         self.p_foreground, self.p_thin, self.min_thin = p_foreground, p_thin, max(1, int(min_thin))
         self.concept_weights = dict(concept_weights or {})
         self.seed = int(seed)
+        self.ct_window = tuple(float(v) for v in ct_window) if window_jitter > 0 else None
+        self.window_jitter = float(window_jitter)
         self.p_contrast = float(p_contrast) if augment else 0.0
         self.p_lumen = float(p_lumen) if augment else 0.0
         self.augment = None
@@ -238,20 +245,31 @@ class PatchDataset(Dataset):
         case = self.cases[int(rng.choice(len(self.cases), p=self.probs))]
         image, label = self._crop(case, rng)
         seeds = rng.integers(2**31, size=4)
+        window = self._window(case, np.random.default_rng([int(seeds[3]), 2]))
         if self.augment is not None:
             image, label = self.augment.spatial(image, label, int(seeds[0]))
             image = self.augment.structures(image, label, int(seeds[2]))
             image = self._contrast(case, image, label, np.random.default_rng(int(seeds[3])))
             image = self._lumen(case, image, label, np.random.default_rng([int(seeds[3]), 1]))
-            if case.window is not None:  # simulated enhancement stays inside the case's window
-                image = np.clip(image, *case.window)
+        if window is not None:  # simulated enhancement stays inside the (drawn) window
+            image = np.clip(image, *window)
         if self.p_thin > 0 and rng.random() < self.p_thin:
-            image, label = _thin(image, label, rng, self.min_thin, case.background)
+            background = case.background if window is None else max(case.background, window[0])
+            image, label = _thin(image, label, rng, self.min_thin, background)
         if self.augment is not None:  # after thinning: the padding is augmented like the image
             image = self.augment.intensity(image, int(seeds[1]))
         return self._queries(case, image, label, rng, f"{case.dataset}/{case.case}@{index}")
 
     # -- pieces -----------------------------------------------------------------------------
+    def _window(self, case: Case, rng: np.random.Generator) -> tuple[float, float] | None:
+        """The standardized range this patch is clipped to: the case's own window, or for a CT case
+        kept in its full range (``window_jitter`` > 0) ``ct_window`` with each bound moved by up to
+        ``window_jitter`` HU."""
+        if self.ct_window is None or case.modality != "ct" or case.intensity_std is None or case.window is not None:
+            return case.window
+        lo, hi = (b + rng.uniform(-self.window_jitter, self.window_jitter) for b in self.ct_window)
+        return (lo - case.intensity_mean) / case.intensity_std, (hi - case.intensity_mean) / case.intensity_std
+
     def _contrast(self, case: Case, image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Simulated IV contrast (:mod:`sat.data.contrast`) on a CT patch with probability ``p_contrast``."""
         if case.modality != "ct" or not case.tissues or case.intensity_std is None:

@@ -93,7 +93,7 @@ def run_model(args: argparse.Namespace) -> int:
 
     cards = [load_card(c) for c in args.cards]
     table = evaluate_model(args.model, cards, shared=args.shared, roots=parse_roots(args.root, cards),
-                           overlap=args.overlap, presence_gating=not args.no_presence_gating,
+                           splits=args.split, overlap=args.overlap, presence_gating=not args.no_presence_gating,
                            presence_veto=args.presence_veto, largest_component=not args.keep_all_components)
     if args.out:
         table.to_csv(args.out, index=False)
@@ -113,6 +113,8 @@ def _add_model_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--root", action="append", default=[], metavar="NAME=DIR",
                    help="folder of a dataset whose card has no root under --shared (repeatable)")
     m.add_argument("--out", default=None, help="also write the rows as CSV")
+    m.add_argument("--split", action="append", default=None, metavar="SPLIT",
+                   help="only cases of this split (repeatable; e.g. val: the development people)")
     m.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the model's)")
     m.add_argument("--no-presence-gating", action="store_true",
                    help="keep the mask logits where the presence head says absent")

@@ -62,6 +62,7 @@ def evaluate_model(
     shared: str | Path | None = None,
     roots: dict[str, str | Path] | None = None,
     concepts: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
     overlap: float | None = None,
     presence_gating: bool = True,
     presence_veto: float = PRESENCE_VETO,
@@ -82,6 +83,7 @@ def evaluate_model(
         shared: folder the cards' relative roots point into (default: ``../shared``).
         roots: dataset name -> its folder, for cards without a root under ``shared``.
         concepts: restrict to these concept ids.
+        splits: only the cases of these splits (e.g. ``["val"]``: the development people).
         overlap: sliding-window overlap (None: the model's default).
         presence_gating, presence_veto, largest_component: passed to :meth:`sat.api.Segmenter.segment`.
     """
@@ -98,6 +100,9 @@ def evaluate_model(
         card = card if isinstance(card, DatasetCard) else load_card(card)
         value_of = {spec.concept: v for v, spec in card.labels.items() if spec.concept and spec.skip is None}
         for source in find_cases(card, card.resolve_root(roots.get(card.name), shared=shared)):
+            split = card.split_of(source.case, source.split)
+            if splits and split not in splits:
+                continue
             image, label = load_case(source, modality=card.modality)
             present = {c for c, v in value_of.items() if np.any(label == v)}
             wanted = sorted(set(value_of) & trained & set(concepts or value_of))
@@ -111,7 +116,7 @@ def evaluate_model(
                      time.perf_counter() - start)
             for concept in wanted:
                 pred, ref = np.asarray(seg[concept], bool), label == value_of[concept]
-                rows.append({"dataset": card.name, "case": source.case, "split": card.split_of(source.case, source.split),
+                rows.append({"dataset": card.name, "case": source.case, "split": split,
                              "concept": concept, "in_reference": concept in present, "dice": dice(pred, ref),
                              "grid_ceiling": grid_ceiling(ref, image.affine, segmenter.spacing)
                              if concept in present else np.nan,

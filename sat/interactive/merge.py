@@ -1,12 +1,12 @@
 """What a guide's head logits change (VISTA3D's merge rule, made local to the clicks).
 
 - **Clicks** change only the error regions they point at: where the head adds voxels to the
-  current mask, the added pieces that hold a positive click are taken; where it removes voxels,
-  the removed pieces that hold a negative click are taken; everything else keeps the current
-  (automatic) mask, so a click never disturbs the rest of the structure. A negative click removes
-  only voxels the current logits are unsure of (``|logit| < SURE``) or that lie within ``NEAR``
-  model voxels of it: a head that drops the whole structure cannot take its confident core
-  with it (chosen on the development people, model card).
+  current mask, the added pieces within ``REACH`` model voxels of a positive click are taken;
+  where it removes voxels, the removed pieces within ``REACH`` of a negative click are taken;
+  everything else keeps the current (automatic) mask, so a click never disturbs the rest of the
+  structure. A negative click removes only voxels the current logits are unsure of (``logit <
+  SURE``) or that lie within ``NEAR`` model voxels of it: a head that drops the whole structure
+  cannot take its confident core with it (chosen on the development people, model card).
 - **A box** (its first run) replaces the mask inside its region by the head's, and bounds the
   structure: nothing is kept beyond the box and a margin of ``BOX_MARGIN`` model voxels.
 - Then the component rule: a one-piece structure keeps its largest component plus every component
@@ -35,22 +35,25 @@ from scipy import ndimage
 from sat.interactive.guides import BOX_MARGIN, Guide
 from sat.postprocess import keep_components
 
-__all__ = ["NEAR", "OUTSIDE", "SURE", "apply_guide"]
+__all__ = ["NEAR", "OUTSIDE", "REACH", "SURE", "apply_guide"]
 
 OUTSIDE = -20.0  # logit of "not in the mask" where nothing says the structure is
 SURE = 4.0  # current logits at least this large are removed only near a negative click
+REACH = 2.0  # model voxels around a click whose error pieces it takes
 NEAR = 4.0  # model voxels around a negative click where even sure voxels may be removed
 
 
 def _seeds(clicks: Sequence, shape: Sequence[int]) -> list[tuple[int, int, int]]:
-    """The voxel of each click and its 6 neighbours (a click between voxels still hits its piece)."""
-    out = []
+    """The voxels within ``REACH`` model voxels of each click: the head answers a click with a blob
+    that may sit a voxel or two off it, and a click between voxels still hits its piece."""
+    r = int(REACH)
+    ball = [d for d in np.ndindex(2 * r + 1, 2 * r + 1, 2 * r + 1) if sum((i - r) ** 2 for i in d) <= REACH ** 2]
+    out = set()
     for c in clicks:
-        centre = np.floor(np.asarray(c[:3], np.float64) + 0.5).astype(int)
-        for d in ((0, 0, 0), (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)):
-            v = np.clip(centre + d, 0, np.asarray(shape) - 1)
-            out.append(tuple(int(x) for x in v))
-    return out
+        centre = np.floor(np.asarray(c[:3], np.float64) + 0.5).astype(int) - r
+        for d in ball:
+            out.add(tuple(int(x) for x in np.clip(centre + d, 0, np.asarray(shape) - 1)))
+    return sorted(out)
 
 
 def _voxel(click: Sequence, shape: Sequence[int]) -> tuple[int, int, int]:

@@ -34,7 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     seg.add_argument("recipe", help="recipe YAML, e.g. train/tiny-cpu.yaml")
     seg.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                     help="recipe overrides with dotted names, e.g. trainer.max_steps=20")
+                     help="recipe overrides with dotted names, e.g. trainer.max_steps=20; "
+                     "config=OVERLAY.yaml merges a partial recipe over it (train/window-ablation.yaml)")
     seg.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE", dest="more",
                      help="one more override (repeatable; may follow other options)")
     seg.add_argument("--resume", action="store_true", help="continue from the recipe's last checkpoint")

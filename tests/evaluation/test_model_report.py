@@ -41,7 +41,8 @@ def test_report_on_a_real_case(tmp_path, shared_data, capsys):
     assert sorted(table["concept"]) == ["vertebrae_l3", "vertebrae_l4"]
     assert table["in_reference"].all(), "the spine crop holds both vertebrae"
     assert table["dice"].between(0, 1).all() and (table["reference_voxels"] > 0).all()
-    assert table["grid_ceiling"].between(0, 1).all()
+    assert table["grid_ceiling"].between(0, 1).all() and set(table["split"]) == {"train"}
+    assert evaluate_model(model, [CARDS / "spine_crop_tptbox.yaml"], shared=shared_data.parent, splits=["val"]).empty
     assert sat_main(["evaluate", "model", str(CARDS / "spine_crop_tptbox.yaml"), "--model", str(model), "--shared", str(shared_data.parent),
                  "--out", str(tmp_path / "r.csv"), "--overlap", "0.5"]) == 0
     assert "spine_crop_tptbox/tptbox_spine" in capsys.readouterr().out and (tmp_path / "r.csv").is_file()

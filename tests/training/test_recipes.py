@@ -87,4 +87,15 @@ def test_zoom_recipe_fine_tunes_the_shipped_network_on_a_finer_grid():
     zoom_net, tiny_net = (r["model"]["net"]["init_args"]["config"] for r in (recipe, tiny))
     assert {k: v for k, v in zoom_net.items() if k != "spacing"} == {k: v for k, v in tiny_net.items() if k != "spacing"}
     assert max(zoom_net["spacing"]) <= 3.0 and min(zoom_net["spacing"]) < min(tiny_net["spacing"])
-    assert recipe["model"]["init_from"] == "sat-tiny" and recipe["data"]["concepts"] == tiny["data"]["concepts"]
+    # run 1 started from the shipped 3 mm network, later runs from the shipped zoom weights
+    assert recipe["model"]["init_from"] in ("sat-tiny", "sat/resources/models/sat-tiny/zoom")
+    assert (TRAIN.parent / recipe["model"]["init_from"]).is_dir() or recipe["model"]["init_from"] == "sat-tiny"
+    assert recipe["data"]["concepts"] == tiny["data"]["concepts"]
+
+
+def test_window_overlay_changes_only_the_schedule_and_where_runs_go():
+    overlay = _load("window-ablation.yaml")
+    assert set(overlay) == {"trainer", "model"} and set(overlay["model"]) == {"lr"}
+    args = [c.get("init_args", {}) for c in overlay["trainer"]["callbacks"]]
+    dirs = [a.get("directory") or a.get("dirpath") for a in args]
+    assert all(d.startswith(overlay["trainer"]["default_root_dir"]) for d in dirs if d)

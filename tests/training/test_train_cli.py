@@ -128,3 +128,14 @@ def test_train_text_calls_the_text_trainer(tmp_path, monkeypatch, capsys):
     assert seen == {"out_dir": str(tmp_path / "run"), "resume": True, "max_steps": 3,
                     "export_to": str(tmp_path / "exp")}
     assert "delta" in capsys.readouterr().out
+
+
+def test_overlay_recipe_merges_over_the_recipe(tmp_path, toy_cache):
+    """``config=OVERLAY.yaml`` replaces what the overlay names and keeps the rest of the recipe."""
+    recipe = write_recipe(tmp_path / "r.yaml", toy_cache, tmp_path / "run")
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"model": {"lr": 3e-4}, "trainer": {"max_steps": 2}}))
+    cli = build_cli(recipe, overrides=[f"config={overlay}"])
+    base = build_cli(recipe)
+    assert cli.model.hparams.lr == pytest.approx(3e-4) and cli.trainer.max_steps == 2
+    assert cli.datamodule.hparams.cache == base.datamodule.hparams.cache
