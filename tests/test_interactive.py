@@ -127,6 +127,7 @@ def test_a_positive_click_takes_the_head_blob_just_beside_it():
                       one_piece=False) > 0
     assert REACH >= 2 and out[20:24, 20:24, 20:24].all() and not out[2:5, 25:28, 25:28].any()
 
+
 # -- segment with points and boxes -----------------------------------------------------------------
 def _world_of(phantom, concept):
     value = next(v for v, c in phantom.concepts.items() if c == concept)

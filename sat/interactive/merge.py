@@ -47,12 +47,12 @@ def _seeds(clicks: Sequence, shape: Sequence[int]) -> list[tuple[int, int, int]]
     """The voxels within ``REACH`` model voxels of each click: the head answers a click with a blob
     that may sit a voxel or two off it, and a click between voxels still hits its piece."""
     r = int(REACH)
-    ball = [d for d in np.ndindex(2 * r + 1, 2 * r + 1, 2 * r + 1) if sum((i - r) ** 2 for i in d) <= REACH ** 2]
-    out = set()
+    offsets = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1].reshape(3, -1).T
+    ball = offsets[(offsets ** 2).sum(1) <= REACH ** 2]
+    top = np.asarray(shape) - 1
+    out: set[tuple[int, int, int]] = set()
     for c in clicks:
-        centre = np.floor(np.asarray(c[:3], np.float64) + 0.5).astype(int) - r
-        for d in ball:
-            out.add(tuple(int(x) for x in np.clip(centre + d, 0, np.asarray(shape) - 1)))
+        out.update(map(tuple, np.clip(np.asarray(_voxel(c, shape)) + ball, 0, top).tolist()))
     return sorted(out)
 
 
