@@ -30,7 +30,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from sat.interactive.guides import BOX_MARGIN, Guide
 from sat.postprocess import keep_components
@@ -43,17 +42,21 @@ REACH = 2.0  # model voxels around a click whose error pieces it takes
 NEAR = 4.0  # model voxels around a negative click where even sure voxels may be removed
 
 
+def _ball(clicks: Sequence, shape: Sequence[int], radius: float) -> np.ndarray:
+    """Indices [N, 3] of the voxels within ``radius`` voxels of any click (clipped to the array:
+    a clipped voxel is nearer the click than the offset it came from)."""
+    r = int(radius)
+    offsets = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1].reshape(3, -1).T
+    ball = offsets[(offsets ** 2).sum(1) <= radius ** 2]
+    top = np.asarray(shape) - 1
+    found = [np.clip(np.asarray(_voxel(c, shape)) + ball, 0, top) for c in clicks]
+    return np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 3), int)
+
+
 def _seeds(clicks: Sequence, shape: Sequence[int]) -> list[tuple[int, int, int]]:
     """The voxels within ``REACH`` model voxels of each click: the head answers a click with a blob
     that may sit a voxel or two off it, and a click between voxels still hits its piece."""
-    r = int(REACH)
-    offsets = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1].reshape(3, -1).T
-    ball = offsets[(offsets ** 2).sum(1) <= REACH ** 2]
-    top = np.asarray(shape) - 1
-    out: set[tuple[int, int, int]] = set()
-    for c in clicks:
-        out.update(map(tuple, np.clip(np.asarray(_voxel(c, shape)) + ball, 0, top).tolist()))
-    return sorted(out)
+    return [tuple(v) for v in _ball(clicks, shape, REACH).tolist()]
 
 
 def _voxel(click: Sequence, shape: Sequence[int]) -> tuple[int, int, int]:
@@ -63,11 +66,10 @@ def _voxel(click: Sequence, shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def _near(clicks: Sequence, shape: Sequence[int], radius: float) -> np.ndarray:
-    """Voxels within ``radius`` voxels of any click."""
-    far = np.ones(tuple(shape), bool)
-    for c in clicks:
-        far[_voxel(c, shape)] = False
-    return ndimage.distance_transform_edt(far) <= radius
+    """Bool mask of the voxels within ``radius`` voxels of any click."""
+    near = np.zeros(tuple(shape), bool)
+    near[tuple(_ball(clicks, shape, radius).T)] = True
+    return near
 
 
 def _box_mask(box: Sequence[int], shape: Sequence[int], margin: int) -> np.ndarray:
