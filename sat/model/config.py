@@ -157,10 +157,11 @@ class ModelConfig:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    # ~1.1M parameters: the shipped model; trains on a 2-core CPU (3 mm model spacing, 64x64x32 windows).
+    # ~5.3M parameters: the shipped model; trains on a 2-core CPU (3 mm model spacing, 64x64x32 windows).
+    # Its two deepest levels were widened from 64 and 128 channels in run 20 (sat.model.widen).
     "sat-tiny": ModelConfig(
         preset="sat-tiny",
-        widths=(8, 16, 32, 64, 128),
+        widths=(8, 16, 32, 192, 384),
         depths=(1, 1, 1, 1, 1),
         decoder_depths=(1, 1, 1, 1),
         query_dim=128,

@@ -44,12 +44,20 @@ WEIGHT_FREE = frozenset({"patch_size", "spacing"})
 
 
 def _initialise(net: nn.Module, name_or_dir: str, net_config: dict | None) -> None:
-    """Copy the weights of a saved model into ``net`` (ConfigError when the architectures differ)."""
+    """Copy the weights of a saved model into ``net`` (ConfigError when the architectures differ).
+
+    A saved model with narrower levels is widened into ``net`` (:func:`sat.model.widen.widen_into`).
+    """
     from sat.api import model_dir
     from sat.model import load_pretrained
+    from sat.model.widen import can_widen, widen_into
 
     source, config = load_pretrained(model_dir(name_or_dir))
     saved = source.config.to_dict()  # defaults filled in for fields older configs do not list
+    if net_config is not None and can_widen(saved, {**saved, **net_config}):
+        widen_into(net, source.float())
+        log.info("network initialised from %s, widened %s -> %s", name_or_dir, saved["widths"], net_config["widths"])
+        return
     differ = sorted(k for k in net_config or {} if k not in WEIGHT_FREE and saved.get(k) != net_config[k])
     if differ:
         raise ConfigError(f"init_from {name_or_dir!r} has another architecture (differs in {differ}); "

@@ -160,3 +160,13 @@ def test_init_from_allows_a_larger_patch_which_does_not_shape_the_weights(tmp_pa
     saved, _ = load_pretrained(source)
     for (k, a), b in zip(saved.state_dict().items(), module.net.state_dict().values(), strict=True):
         assert torch.equal(a.float(), b), k
+
+
+def test_init_from_a_narrower_model_widens_it(tmp_path):
+    torch.manual_seed(0)
+    source = export_model(build_model(TINY_NET), tmp_path / "m", concepts=list(CONCEPTS), text_encoder="base")
+    saved, _ = load_pretrained(source)
+    widths = [*saved.config.widths[:-1], 2 * saved.config.widths[-1]]
+    module = SATSegmentation(build_model({**TINY_NET, "widths": widths}), init_from=str(source))
+    x, q = torch.randn(1, 1, *saved.config.patch_size), torch.randn(2, TEXT_DIM)
+    assert torch.allclose(module.net.eval()(x, q).logits, saved.float().eval()(x, q).logits, atol=1e-4)
