@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             name = "x".join(f"{g:g}" for g in grid)
             for value, dice in zip(present, round_trip_dice(labels, present, spacing, grid), strict=True):
                 rows.append({"case": case.id, "concept": card.labels[value].concept, "grid": name, "dice": dice})
+    if not rows:
+        raise SystemExit(f"{args.card}: no training cases with label files; give a card of layout 'files'")
     table = pd.DataFrame(rows).pivot_table(index="concept", columns="grid", values="dice", aggfunc="mean")
     people = len({r["case"] for r in rows})
     text = (f"# Grid ceiling: {card.name}\n\n`python evaluate/grid_ceiling.py`: mean over {people} training people "
