@@ -2,10 +2,11 @@
 
 A network that works on a 3 mm grid can at best output, per model voxel, the fraction of it
 the structure fills; inference interpolates its output back to the scan and thresholds it at
-one half. This script does exactly that to the reference masks of the training people (area
-average onto the model grid, trilinear back, > 0.5) and reports the Dice against the original
-mask: the ceiling the grid puts on each organ, whatever the network. Only ``train`` people are
-read (never the validation people).
+one half. This script applies that round trip (the pipeline's own resampling,
+:func:`sat.evaluation.model_report.grid_ceiling`, on each structure's bounding box and a margin)
+to the reference masks of the training people and reports the Dice against the original mask:
+the ceiling the grid puts on each organ, whatever the network. Only ``train`` people are read
+(never the validation people).
 
     python evaluate/grid_ceiling.py                   # BTCV, 3 mm and 2 x 2 x 3 mm
     python evaluate/grid_ceiling.py --grid 1.5,1.5,1.5 --card datasets/chaos_t2_16.yaml
@@ -17,32 +18,27 @@ import argparse
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sat.data.cards import load_card  # noqa: E402
+from sat.data.converters import find_cases, load_case  # noqa: E402
+from sat.evaluation.model_report import grid_ceiling  # noqa: E402
 from sat.evaluation.report import to_markdown  # noqa: E402
 
+MARGIN = 8  # voxels kept around a structure's bounding box
 
-def round_trip_dice(labels: np.ndarray, values: list[int], spacing: tuple[float, ...],
-                    grid: tuple[float, ...]) -> list[float]:
-    """Dice of each label value's mask in ``labels`` [X, Y, Z] against itself after the grid round trip
-    (computed over the labelled region's bounding box and a margin)."""
-    box = tuple(slice(max(0, i.min() - 8), i.max() + 9) for i in np.nonzero(labels))
-    crop = torch.from_numpy(labels[box])
-    masks = torch.stack([crop == v for v in values])[None].float()  # [1, L, x, y, z]
-    coarse_shape = [max(1, round(n * s / g)) for n, s, g in zip(crop.shape, spacing, grid, strict=True)]
-    coarse = F.interpolate(masks, size=coarse_shape, mode="area")
-    back = F.interpolate(coarse, size=tuple(crop.shape), mode="trilinear", align_corners=False)[0] > 0.5
-    ref = masks[0].bool()
-    inter, total = (back & ref).flatten(1).sum(1), back.flatten(1).sum(1) + ref.flatten(1).sum(1)
-    return (2 * inter / total.clamp_min(1)).tolist()
+
+def cropped(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``mask`` [X, Y, Z] cut to its bounding box and ``MARGIN`` voxels, with the affine of the cut."""
+    lo = np.array([max(0, i.min() - MARGIN) for i in np.nonzero(mask)])
+    hi = np.array([i.max() + MARGIN + 1 for i in np.nonzero(mask)])
+    box = affine.copy()
+    box[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+    return mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))], box
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,21 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     grids = [tuple(float(v) for v in g.split(",")) for g in args.grid or ["3,3,3", "2,2,3"]]
     card = load_card(args.card)
-    root = args.shared / card.root
     rows = []
-    for case in card.cases:
-        if case.split not in (None, "train"):
+    for source in find_cases(card, card.resolve_root(None, shared=args.shared)):
+        if card.split_of(source.case, source.split) != "train":
             continue
-        img = nib.load(root / case.labels[0].file)
-        labels = np.asarray(img.dataobj).astype(np.int16)
-        spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
-        present = [v for v in card.labels if (labels == v).any()]
-        for grid in grids:
-            name = "x".join(f"{g:g}" for g in grid)
-            for value, dice in zip(present, round_trip_dice(labels, present, spacing, grid), strict=True):
-                rows.append({"case": case.id, "concept": card.labels[value].concept, "grid": name, "dice": dice})
+        image, label = load_case(source, modality=card.modality)
+        for value, spec in card.labels.items():
+            if spec.concept and spec.skip is None and np.any(label == value):
+                mask, affine = cropped(label == value, image.affine)
+                for grid in grids:
+                    rows.append({"case": source.case, "concept": spec.concept, "grid": "x".join(f"{g:g}" for g in grid),
+                                 "dice": grid_ceiling(mask, affine, grid)})
     if not rows:
-        raise SystemExit(f"{args.card}: no training cases with label files; give a card of layout 'files'")
+        raise SystemExit(f"{args.card}: no labelled training cases under {args.shared}")
     table = pd.DataFrame(rows).pivot_table(index="concept", columns="grid", values="dice", aggfunc="mean")
     people = len({r["case"] for r in rows})
     text = (f"# Grid ceiling: {card.name}\n\n`python evaluate/grid_ceiling.py`: mean over {people} training people "

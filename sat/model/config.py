@@ -156,6 +156,10 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+# Config fields that do not shape the weights: fine-tuning may change them (e.g. a larger patch,
+# or a finer grid for zoom-in weights).
+WEIGHT_FREE = frozenset({"patch_size", "spacing"})
+
 PRESETS: dict[str, ModelConfig] = {
     # ~5.3M parameters: the shipped model; trains on a 2-core CPU (3 mm model spacing, 64x64x32 windows).
     # Its two deepest levels were widened from 64 and 128 channels in run 20 (sat.model.widen).

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from sat.errors import ConfigError
+from sat.model.config import WEIGHT_FREE
 
 __all__ = ["widen_into", "can_widen"]
 
@@ -33,8 +34,8 @@ __all__ = ["widen_into", "can_widen"]
 _DIMS: dict[type, tuple[int, int]] = {nn.Conv3d: (0, 1), nn.Linear: (0, 1), nn.ConvTranspose3d: (1, 0)}
 
 
-# config fields that may differ besides the widths: they do not shape the weights
-_FREE = frozenset({"widths", "preset", "patch_size", "spacing"})
+# config fields that may differ besides the widths
+_FREE = WEIGHT_FREE | {"widths", "preset"}
 
 
 def can_widen(old: dict, new: dict) -> bool:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from sat.errors import ConfigError
+from sat.model.config import WEIGHT_FREE
 from sat.training.losses import SegmentationLoss
 
 __all__ = ["SATSegmentation", "dice_scores"]
@@ -36,11 +37,6 @@ def dice_scores(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     inter = (pred & target).sum(1).double()
     total = pred.sum(1).double() + target.sum(1).double()
     return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total)).float()
-
-
-# Config fields that do not shape the weights: fine-tuning may change them (e.g. a larger patch,
-# or a finer grid for zoom-in weights).
-WEIGHT_FREE = frozenset({"patch_size", "spacing"})
 
 
 def _initialise(net: nn.Module, name_or_dir: str, net_config: dict | None) -> None:
