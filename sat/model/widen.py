@@ -28,7 +28,7 @@ from torch import nn
 from sat.errors import ConfigError
 from sat.model.config import WEIGHT_FREE
 
-__all__ = ["widen_into", "can_widen"]
+__all__ = ["widen_into", "can_widen", "widen_head"]
 
 # (output dim, input dim) of the weight of each layer type
 _DIMS: dict[type, tuple[int, int]] = {nn.Conv3d: (0, 1), nn.Linear: (0, 1), nn.ConvTranspose3d: (1, 0)}
@@ -100,3 +100,35 @@ def widen_into(new: nn.Module, old: nn.Module) -> None:
         p.index_copy_(out_dim, torch.arange(q.shape[out_dim]), rows)
         if owner.startswith("mask_heads."):
             p.narrow(out_dim, q.shape[out_dim], p.shape[out_dim] - q.shape[out_dim]).zero_()
+
+
+@torch.no_grad()
+def widen_head(old: nn.Module, feature_widths: tuple[int, ...]) -> nn.Module:
+    """A :class:`~sat.model.prompt_head.PromptHead` for a widened network that computes what ``old`` does.
+
+    The head reads the network's decoder levels 0-2; when :func:`widen_into` widened them, their new
+    channels come after the old ones at each level. The new head takes ``old``'s weights, and its first
+    convolution reads the new channels with zero weights, so it ignores them until training moves it.
+
+    Raises:
+        ConfigError: unless ``feature_widths`` is ``old.config.feature_widths`` with wider levels.
+    """
+    from dataclasses import replace
+
+    from sat.model.prompt_head import GUIDANCE_CHANNELS, PromptHead
+
+    ow, nw = tuple(old.config.feature_widths), tuple(feature_widths)
+    if len(ow) != len(nw) or any(n < o for o, n in zip(ow, nw, strict=True)):
+        raise ConfigError(f"cannot widen a head reading {ow} channels into one reading {nw}")
+    new = PromptHead(replace(old.config, feature_widths=nw))
+    tail = 2 + GUIDANCE_CHANNELS  # text probability, has-text flag, guidance
+    inputs = _old_positions([(1, 1), *zip(ow, nw, strict=True), (tail, tail)])  # image, levels, the rest
+    source = old.state_dict()
+    for name, p in new.named_parameters():
+        q = source[name]
+        if q.shape == p.shape:
+            p.copy_(q)
+        else:  # the first convolution: [out, in, k, k, k]
+            p.zero_()
+            p.index_copy_(1, inputs, q)
+    return new

@@ -42,6 +42,7 @@ from scipy import ndimage
 from sat.data.clicks import click_sequence, error_click, random_clicks, reference_box
 from sat.errors import ConfigError
 from sat.model.prompt_head import PromptHead, guidance_maps, load_head, network_parts, save_head
+from sat.model.widen import widen_head
 from sat.training.module import with_schedule
 
 __all__ = ["MODES", "PromptTraining", "simulate", "simulated_error"]
@@ -98,7 +99,8 @@ class PromptTraining(L.LightningModule):
         jitter: box jitter in voxels.
         lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with warm-up and cosine decay.
         seed: the simulation's random generator is seeded from it and the global step.
-        init_head: a saved head folder (:func:`~sat.model.prompt_head.save_head`) to continue from.
+        init_head: a saved head folder (:func:`~sat.model.prompt_head.save_head`) to continue from; a
+            head of a narrower network is widened first (:func:`~sat.model.widen.widen_head`).
         iterative: at most this many clicks of ``correct`` users placed at the head's own errors.
         p_errors: probability that a ``correct`` user's automatic mask gets a simulated confident
             error (:func:`simulated_error`) first.
@@ -118,6 +120,8 @@ class PromptTraining(L.LightningModule):
         self.head = PromptHead.for_network(self.net.config, features=tuple(features))
         if init_head is not None:
             saved, _ = load_head(init_head)
+            if saved.config.feature_widths != self.head.config.feature_widths:  # over a widened network
+                saved = widen_head(saved, self.head.config.feature_widths)
             if saved.config != self.head.config:
                 raise ConfigError(f"init_head {init_head!r} has another shape ({saved.config}); use its features")
             self.head.load_state_dict(saved.state_dict())

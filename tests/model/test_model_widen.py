@@ -53,3 +53,24 @@ def test_only_wider_levels_with_an_equal_architecture_widen():
     assert not can_widen(base, {**base, "widths": [4, 8, 16, 64], "query_dim": 32})
     with pytest.raises(ConfigError, match="cannot widen"):
         widen_into(build_model({**NET, "widths": (4, 8, 8, 64)}), build_model(NET))
+
+
+def test_a_prompt_head_widened_with_its_network_gives_the_same_correction():
+    from sat.model.prompt_head import PromptHead, network_parts
+    from sat.model.widen import widen_head
+
+    old, new = _pair((8, 16, 32, 32))  # decoder levels 0-2, which the head reads, are wider
+    torch.manual_seed(1)
+    head = PromptHead.for_network(old.config, features=(4, 4, 8, 8, 8, 4)).eval()
+    for p in head.parameters():  # a trained head: its last layer is not zero
+        p.data.add_(0.1 * torch.randn_like(p))
+    wide = widen_head(head, (8, 16, 32)).eval()
+    assert wide.config.feature_widths == (8, 16, 32)
+    x, q = torch.randn(1, 1, 32, 32, 16), torch.randn(1, 24)  # the head's U-Net halves it four times
+    guidance, flag = torch.rand(1, 3, 32, 32, 16), torch.ones(1)
+    (a_logit, a_feats), (b_logit, b_feats) = network_parts(old, x, q), network_parts(new, x, q)
+    with torch.no_grad():
+        a, b = head(x, a_feats, a_logit, flag, guidance), wide(x, b_feats, b_logit, flag, guidance)
+    assert torch.allclose(a, b, atol=1e-4)
+    with pytest.raises(ConfigError, match="cannot widen a head"):
+        widen_head(head, (2, 16, 32))
