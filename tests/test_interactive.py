@@ -12,6 +12,7 @@ from phantom import make_phantom
 from sat import api, io, preprocess
 from sat.errors import InputError
 from sat.interactive import Guide, guides_for, region_of
+from sat.interactive.merge import BRUSH
 from sat.model.prompt_head import HEAD_FOLDER, PromptHead, save_head
 from sat.postprocess import keep_components
 
@@ -99,19 +100,24 @@ def test_keep_components_keeps_seeded_pieces_and_the_largest():
 def test_a_negative_click_cannot_remove_the_confident_core_far_from_it():
     """A head that drops the whole structure after a negative click in a leak removes the unsure
     leak and the voxels near the click, never the sure core far away."""
-    from sat.interactive.merge import NEAR, SURE, apply_guide
+    from sat.interactive.merge import NEAR, REMOVE_WITHIN, SURE, apply_guide
 
     auto = torch.full((30, 30, 30), -8.0)
     auto[2:14, 2:14, 2:14] = SURE + 4.0  # the structure, sure
     auto[14:26, 6:10, 6:10] = 1.0  # a leak, unsure
     head = torch.full((30, 30, 30), -8.0)  # the head removes everything
-    click = (22.0, 8.0, 8.0, 0)
+    click = (20.0, 8.0, 8.0, 0)  # the whole leak lies within REMOVE_WITHIN of it
     out = apply_guide(auto, head, (slice(0, 30),) * 3, Guide(clicks=[click]), has_text=True, one_piece=True) > 0
     assert not out[14:26, 6:10, 6:10].any()  # the leak is gone
     assert out[2:14 - int(NEAR), 2:14, 2:14].all()  # the core stays
     near = apply_guide(auto, head, (slice(0, 30),) * 3, Guide(clicks=[(12.0, 8.0, 8.0, 0)]), has_text=True,
                        one_piece=True) > 0
     assert not near[12, 8, 8] and near[3, 3, 3]  # a click on the core removes its neighbourhood only
+    long = torch.full((40, 10, 10), -8.0)
+    long[:, 3:7, 3:7] = 1.0  # a long unsure structure the head drops whole
+    out = apply_guide(long, torch.full_like(long, -8.0), (slice(0, 40), slice(0, 10), slice(0, 10)),
+                      Guide(clicks=[(5.0, 5.0, 5.0, 0)]), has_text=True, one_piece=False) > 0
+    assert not out[5:5 + int(REMOVE_WITHIN) - 1, 5, 5].any() and out[5 + int(REMOVE_WITHIN) + 1:, 5, 5].all()
 
 
 def test_a_positive_click_takes_the_head_blob_just_beside_it():
@@ -126,6 +132,30 @@ def test_a_positive_click_takes_the_head_blob_just_beside_it():
     out = apply_guide(auto, head, (slice(0, 30),) * 3, Guide(clicks=[(18.0, 21.0, 21.0, 1)]), has_text=True,
                       one_piece=False) > 0
     assert REACH >= 2 and out[20:24, 20:24, 20:24].all() and not out[2:5, 25:28, 25:28].any()
+
+
+def test_a_click_the_head_ignores_still_fixes_the_ball_around_it():
+    """A confident mistake the head does not overturn: each click sets its own ball anyway, the later
+    click wins where balls overlap, and nothing beyond the balls changes."""
+    from sat.interactive.merge import BRUSH, apply_guide
+
+    auto = torch.full((30, 30, 30), -8.0)
+    auto[2:20, 2:20, 2:20] = 8.0  # the mask, with a confident false part around (15, 15, 15)
+    head = auto.clone()  # the head keeps everything as it was
+    clicks = [(15.0, 15.0, 15.0, 0), (25.0, 25.0, 25.0, 1), (16.0, 15.0, 15.0, 1)]
+    out = apply_guide(auto, head, (slice(0, 30),) * 3, Guide(clicks=clicks[:2]), has_text=True,
+                      one_piece=False) > 0
+    assert not out[15, 15, 15] and out[25, 25, 25]
+    ball = np.linalg.norm(np.argwhere(out != (auto > 0).numpy()) - 15.0, axis=1)
+    ball = np.minimum(ball, np.linalg.norm(np.argwhere(out != (auto > 0).numpy()) - 25.0, axis=1))
+    assert ball.max() <= BRUSH and (out != (auto > 0)).sum() == 2 * 33  # two balls of radius 2
+    later = apply_guide(auto, head, (slice(0, 30),) * 3, Guide(clicks=clicks), has_text=True, one_piece=False) > 0
+    assert later[15, 15, 15] and not later[13, 15, 15]  # where the balls overlap the later click wins
+    bridge = torch.full((30, 30, 30), -8.0)
+    bridge[2:12, 5:25, 5:25], bridge[12:18, 14:16, 14:16], bridge[18:22, 5:25, 5:25] = 8.0, 8.0, 8.0
+    cut = apply_guide(bridge, bridge.clone(), (slice(0, 30),) * 3, Guide(clicks=[(15.0, 15.0, 15.0, 0)]),
+                      has_text=True, one_piece=True) > 0
+    assert not cut[15, 15, 15] and cut[20, 10, 10] and cut[5, 10, 10]  # the ball cuts; both sides stay
 
 
 # -- segment with points and boxes -----------------------------------------------------------------
@@ -150,8 +180,11 @@ def test_refine_changes_only_the_windows_around_the_click(segmenter, wide_phanto
     reach = 16 * 12.0 * np.sqrt(3) + 12.0  # half a 32-voxel window of 12 mm, corner to corner, plus a voxel
     assert np.linalg.norm(world - np.array(click), axis=1).max() <= reach
     assert refined.meta["guided"]["liver"] == {"clicks": 1, "box": False}
-    again = refined.refine("liver", remove=[click])  # clicks accumulate; this head never removes
-    assert again.meta["guided"]["liver"]["clicks"] == 2 and np.array_equal(again["liver"], refined["liver"])
+    again = refined.refine("liver", remove=[click])  # clicks accumulate; this head never removes...
+    assert again.meta["guided"]["liver"]["clicks"] == 2 and not again["liver"][tuple(ijk)]
+    changed = np.argwhere(again["liver"] != refined["liver"])  # ...so the later click's brush does, around it
+    world = changed @ phantom.image.affine[:3, :3].T + phantom.image.affine[:3, 3]
+    assert len(changed) and np.linalg.norm(world - np.array(click), axis=1).max() <= (BRUSH + 1) * 12.0 * np.sqrt(3)
     assert seg.meta.get("guided") == {}
 
 

@@ -6,7 +6,12 @@
   everything else keeps the current (automatic) mask, so a click never disturbs the rest of the
   structure. A negative click removes only voxels the current logits are unsure of (``logit <
   SURE``) or that lie within ``NEAR`` model voxels of it: a head that drops the whole structure
-  cannot take its confident core with it (chosen on the development people, model card).
+  cannot take its confident core with it, and nothing farther than ``REMOVE_WITHIN`` model voxels
+  from it (both chosen on the development people, model card).
+- **A click the head does not follow** (its voxel still on the wrong side after the merge) still
+  fixes the ball of ``BRUSH`` model voxels around it, as a brush would: the head may answer a click
+  in a confident mistake too weakly to flip it, and the clicked place must not stay wrong. A
+  negative ball only takes itself out: the component rule below does not drop what it cuts off.
 - **A box** (its first run) replaces the mask inside its region by the head's, and bounds the
   structure: nothing is kept beyond the box and a margin of ``BOX_MARGIN`` model voxels.
 - Then the component rule: a one-piece structure keeps its largest component plus every component
@@ -34,12 +39,15 @@ import torch
 from sat.interactive.guides import BOX_MARGIN, Guide
 from sat.postprocess import keep_components
 
-__all__ = ["NEAR", "OUTSIDE", "REACH", "SURE", "apply_guide"]
+__all__ = ["BRUSH", "NEAR", "OUTSIDE", "REACH", "REMOVE_WITHIN", "SURE", "apply_guide"]
 
 OUTSIDE = -20.0  # logit of "not in the mask" where nothing says the structure is
 SURE = 4.0  # current logits at least this large are removed only near a negative click
 REACH = 2.0  # model voxels around a click whose error pieces it takes
 NEAR = 4.0  # model voxels around a negative click where even sure voxels may be removed
+REMOVE_WITHIN = 8.0  # model voxels: a negative click removes nothing farther than this
+BRUSH = 2.0  # model voxels around a click the head did not follow that the click sets anyway
+BRUSHED = 1.0  # logit of a voxel a positive click's brush adds (a negative one's gets OUTSIDE)
 
 
 def _ball(clicks: Sequence, shape: Sequence[int], radius: float) -> np.ndarray:
@@ -70,6 +78,20 @@ def _near(clicks: Sequence, shape: Sequence[int], radius: float) -> np.ndarray:
     near = np.zeros(tuple(shape), bool)
     near[tuple(_ball(clicks, shape, radius).T)] = True
     return near
+
+
+def _brush(out: torch.Tensor, clicks: Sequence) -> np.ndarray:
+    """Set the ball of ``BRUSH`` voxels around each click whose voxel is on the wrong side, in order
+    (a later click wins where balls overlap), in place; returns the voxels negative balls took out
+    of the mask."""
+    erased = np.zeros(tuple(out.shape), bool)
+    for c in clicks:
+        if (out[_voxel(c, out.shape)] > 0) == bool(c[3]):
+            continue
+        ball = tuple(torch.from_numpy(_ball([c], out.shape, BRUSH).T))
+        erased[ball] = (out[ball] > 0).numpy() if not c[3] else False
+        out[ball] = out[ball].clamp(min=BRUSHED) if c[3] else out[ball].clamp(max=OUTSIDE)
+    return erased
 
 
 def _box_mask(box: Sequence[int], shape: Sequence[int], margin: int) -> np.ndarray:
@@ -108,10 +130,12 @@ def apply_guide(logits: torch.Tensor, new: torch.Tensor, region: tuple[slice, ..
         removable = current & ~proposed
         if has_text and negatives:
             removable &= (out.numpy() < SURE) | _near(negatives, current.shape, NEAR)
+            removable &= _near(negatives, current.shape, REMOVE_WITHIN)
         removed = keep_components(removable, _seeds(negatives, current.shape), largest=False)
         take = torch.from_numpy(added | removed)
         out[take] = head[take]
-    mask = (out > 0).numpy()
+    erased = _brush(out, guide.clicks)
+    mask = (out > 0).numpy() | erased  # a negative brush must not split off the rest of the structure
     if guide.box is not None:
         mask &= _box_mask(guide.box, mask.shape, BOX_MARGIN)
     seeds = [_voxel(c, mask.shape) for c in guide.positives]
