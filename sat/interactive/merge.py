@@ -88,9 +88,10 @@ def _brush(out: torch.Tensor, clicks: Sequence) -> np.ndarray:
     for c in clicks:
         if (out[_voxel(c, out.shape)] > 0) == bool(c[3]):
             continue
-        ball = tuple(torch.from_numpy(_ball([c], out.shape, BRUSH).T))
-        erased[ball] = (out[ball] > 0).numpy() if not c[3] else False
-        out[ball] = out[ball].clamp(min=BRUSHED) if c[3] else out[ball].clamp(max=OUTSIDE)
+        ball = tuple(_ball([c], out.shape, BRUSH).T)
+        at = tuple(torch.from_numpy(i) for i in ball)
+        erased[ball] = False if c[3] else (out[at] > 0).numpy()
+        out[at] = out[at].clamp(min=BRUSHED) if c[3] else out[at].clamp(max=OUTSIDE)
     return erased
 
 
