@@ -165,7 +165,7 @@ PRESETS: dict[str, ModelConfig] = {
     # Its two deepest levels were widened from 64 and 128 channels in run 20 (sat.model.widen).
     "sat-tiny": ModelConfig(
         preset="sat-tiny",
-        widths=(8, 16, 32, 192, 384),
+        widths=(16, 32, 64, 192, 384),
         depths=(1, 1, 1, 1, 1),
         decoder_depths=(1, 1, 1, 1),
         query_dim=128,
