@@ -161,8 +161,9 @@ class ModelConfig:
 WEIGHT_FREE = frozenset({"patch_size", "spacing"})
 
 PRESETS: dict[str, ModelConfig] = {
-    # ~5.3M parameters: the shipped model; trains on a 2-core CPU (3 mm model spacing, 64x64x32 windows).
-    # Its two deepest levels were widened from 64 and 128 channels in run 20 (sat.model.widen).
+    # ~5.9M parameters: the shipped model; trains on a 2-core CPU (3 mm model spacing, 64x64x32 windows).
+    # Widened with sat.model.widen: the two deepest levels from 64 and 128 channels in run 20, the
+    # three shallowest from 8, 16 and 32 in run 22.
     "sat-tiny": ModelConfig(
         preset="sat-tiny",
         widths=(16, 32, 64, 192, 384),
