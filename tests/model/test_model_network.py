@@ -26,12 +26,15 @@ SMALL = ModelConfig(
 
 
 def straddle_veto(net, image=None, queries=None):
-    """Shift a random network's presence logits to the veto threshold (by their median on
-    ``image``/``queries`` when given), so gating vetoes some (window, query) pairs and keeps
-    others (both branches exercised); returns ``net``."""
+    """Shift a random network's presence logits to the veto threshold (halfway between the two
+    middle values on ``image``/``queries`` when given, so that no pair sits on the threshold), so
+    gating vetoes some (window, query) pairs and keeps others (both branches exercised); returns ``net``."""
     with torch.no_grad():
-        shift = math.log(VETO / (1 - VETO)) - (net(image, queries).presence.median() if image is not None else 0.0)
-        net.presence_head[-1].bias += shift
+        middle = 0.0
+        if image is not None:
+            values = net(image, queries).presence.flatten().sort().values
+            middle = float(values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+        net.presence_head[-1].bias += math.log(VETO / (1 - VETO)) - middle
     return net
 
 
