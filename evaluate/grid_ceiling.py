@@ -28,17 +28,17 @@ from sat.data.cards import load_card  # noqa: E402
 from sat.data.converters import find_cases, load_case  # noqa: E402
 from sat.evaluation.model_report import grid_ceiling  # noqa: E402
 from sat.evaluation.report import to_markdown  # noqa: E402
+from sat.postprocess import bounding_box  # noqa: E402
 
 MARGIN = 8  # voxels kept around a structure's bounding box
 
 
 def cropped(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``mask`` [X, Y, Z] cut to its bounding box and ``MARGIN`` voxels, with the affine of the cut."""
-    lo = np.array([max(0, i.min() - MARGIN) for i in np.nonzero(mask)])
-    hi = np.array([i.max() + MARGIN + 1 for i in np.nonzero(mask)])
+    cut = tuple(slice(max(0, s.start - MARGIN), s.stop + MARGIN) for s in bounding_box(mask))
     box = affine.copy()
-    box[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
-    return mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))], box
+    box[:3, 3] = affine[:3, :3] @ np.array([s.start for s in cut], np.float64) + affine[:3, 3]
+    return mask[cut], box
 
 
 def main(argv: list[str] | None = None) -> int:
