@@ -7,6 +7,8 @@ int16. In one process, with the shipped model (its prompt head and zoom-in weigh
 - ``segment`` with the 8 BTCV organ prompts (the baseline);
 - 5 corrective clicks on one organ with ``seg.refine`` (each at the largest error against the
   reference), every click timed;
+- 3 clicks on the same organ as if the text had missed it outright (``evaluate/run_interactive.py``'s
+  part "missed": the head also reads those clicks without the text, a second head pass);
 - the same organ from a box alone, and from text + box;
 - ``segment`` of the small structures with and without ``zoom=True``.
 
@@ -98,6 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         current, t = timed(lambda c=c, s=current: s.refine(organ, add=[world(c)] if c[3] else [],
                                                             remove=[] if c[3] else [world(c)]))
         clicks.append(t)
+    sys.path.insert(0, str(ROOT / "evaluate"))
+    from run_interactive import _emptied, text_blind
+
+    blind, missed = _emptied(seg, organ), []
+    with text_blind():
+        for _ in range(3):
+            c = error_click(blind[organ], ref[organ])
+            if c is None:
+                break
+            blind, t = timed(lambda c=c, s=blind: s.refine(organ, add=[world(c)] if c[3] else [],
+                                                          remove=[] if c[3] else [world(c)]))
+            missed.append(t)
     b = reference_box(ref[organ])
     corners = np.array([world((x, y, z)) for x in (b[0], b[3]) for y in (b[1], b[4]) for z in (b[2], b[5])])
     box = (*corners.min(0), *corners.max(0))
@@ -115,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         (f"refine {organ}: one click (median of {len(clicks)})", f"{statistics.median(clicks):.2f}",
          f"{statistics.median(clicks) / t_auto:.2f}", f"after {len(clicks)}: {d(current, organ, organ)}"),
         (f"refine {organ}: slowest click", f"{max(clicks):.2f}", f"{max(clicks) / t_auto:.2f}", ""),
+        (f"refine {organ} missed by the text: slowest of {len(missed)} clicks", f"{max(missed):.2f}",
+         f"{max(missed) / t_auto:.2f}", f"after {len(missed)}: {d(blind, organ, organ)}"),
         (f"{organ} from a box alone", f"{t_box:.2f}", f"{t_box / t_auto:.2f}", d(alone, "region", organ)),
         (f"{organ} from text + box", f"{t_tbox:.2f}", f"{t_tbox / t_auto:.2f}", d(with_text, organ, organ)),
         (f"segment {len(small)} small structures", f"{t_coarse:.2f}", f"{t_coarse / t_auto:.2f}",

@@ -10,7 +10,10 @@ For each validation person (the `test` people of the BTCV and CHAOS cards, never
 2. **box**: liver, spleen and kidneys from the reference's bounding box alone (no text), and with
    their text;
 3. **zoom** (BTCV): pancreas, gallbladder and adrenal glands with and without ``zoom=True``, and
-   the wall-clock time of both calls in the same process.
+   the wall-clock time of both calls in the same process;
+4. **missed** (not in the default parts): each organ as if the network had missed it outright:
+   its mask emptied and its text logit read as ``MISSED`` wherever the prompt head reads it, then
+   the same corrective clicks (what clicks recover of a structure the text does not find).
 
 Writes ``evaluate/results/interactive_per_case.csv`` (one row per person, organ and setting),
 ``interactive_summary.csv``/``.md`` (mean over people of each person's mean over the organs,
@@ -24,6 +27,8 @@ Usage (from the project root; ~20 min on 2 CPU cores)::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import logging
 import sys
 import time
@@ -40,6 +45,7 @@ CLICKS = (1, 3, 5)
 BOX_TARGETS = ("liver", "spleen", "kidney_left", "kidney_right")
 ZOOM_TARGETS = ("pancreas", "gallbladder", "adrenal_gland_left", "adrenal_gland_right")
 RESULTS = PROJECT / "evaluate" / "results"
+MISSED = -10.0  # the text logit of a structure the network missed (part "missed")
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -60,27 +66,64 @@ def _box_world(affine: np.ndarray, ref: np.ndarray) -> tuple[float, ...]:
     return (*corners.min(0), *corners.max(0))
 
 
-def click_rows(model, image: str, refs: dict[str, np.ndarray], affine: np.ndarray, modality: str) -> list[dict]:
-    """Dice after 0, 1, 3, 5 corrective clicks of every organ (``refs``: concept -> reference mask)."""
+@contextlib.contextmanager
+def text_blind():
+    """Within this block the prompt head reads the network's text logit as ``MISSED`` everywhere."""
+    import torch
+
+    import sat.model.prompt_head as ph
+
+    original = ph.network_parts
+
+    def blind(net, image, queries, *, gate=True):
+        logit, feats = original(net, image, queries, gate=gate)
+        return torch.full_like(logit, MISSED), feats
+
+    ph.network_parts = blind
+    try:
+        yield
+    finally:
+        ph.network_parts = original
+
+
+def _emptied(seg, concept: str):
+    """``seg`` with ``concept``'s mask and logits emptied (a structure the automatic pass missed)."""
+    import torch
+
+    session = copy.copy(seg._session)
+    session.logits = list(session.logits)
+    i = session._index(concept)
+    session.logits[i] = (torch.full_like(session.logits[i][0], MISSED),)
+    return session.result()
+
+
+def click_rows(model, image: str, refs: dict[str, np.ndarray], affine: np.ndarray, modality: str, *,
+               missed: bool = False) -> list[dict]:
+    """Dice after 0, 1, 3, 5 corrective clicks of every organ (``refs``: concept -> reference mask);
+    with ``missed``, from the organ missed outright (:func:`text_blind`, :func:`_emptied`)."""
     from sat.data.clicks import error_click
 
     rows = []
     seg = model.segment(image, list(refs), modality=modality)
+    prefix = "missed, " if missed else ""
     for concept, ref in refs.items():
-        current = seg
-        rows.append({"concept": concept, "setting": "auto", "clicks": 0, "dice": _dice(current[concept], ref)})
-        for k in range(1, max(CLICKS) + 1):
-            click = error_click(current[concept], ref)
-            if click is not None:
-                xyz = _world(affine, click)
-                t0 = time.perf_counter()
-                current = current.refine(concept, add=[xyz] if click[3] else [], remove=[] if click[3] else [xyz])
-                seconds = time.perf_counter() - t0
-            else:
-                seconds = 0.0
-            if k in CLICKS:
-                rows.append({"concept": concept, "setting": f"{k} click{'s' * (k > 1)}", "clicks": k,
-                             "dice": _dice(current[concept], ref), "seconds": seconds})
+        current = _emptied(seg, concept) if missed else seg
+        if not missed:
+            rows.append({"concept": concept, "setting": "auto", "clicks": 0, "dice": _dice(current[concept], ref)})
+        with text_blind() if missed else contextlib.nullcontext():
+            for k in range(1, max(CLICKS) + 1):
+                click = error_click(current[concept], ref)
+                if click is not None:
+                    xyz = _world(affine, click)
+                    t0 = time.perf_counter()
+                    current = current.refine(concept, add=[xyz] if click[3] else [],
+                                             remove=[] if click[3] else [xyz])
+                    seconds = time.perf_counter() - t0
+                else:
+                    seconds = 0.0
+                if k in CLICKS:
+                    rows.append({"concept": concept, "setting": f"{prefix}{k} click{'s' * (k > 1)}", "clicks": k,
+                                 "dice": _dice(current[concept], ref), "seconds": seconds})
     return rows
 
 
@@ -127,6 +170,8 @@ def run(model_name: str, datasets: list[str], *, split: str = "test",
             found = []
             if "clicks" in parts:
                 found += click_rows(model, str(data / image), organs, lab.affine, c.modality)
+            if "missed" in parts:
+                found += click_rows(model, str(data / image), organs, lab.affine, c.modality, missed=True)
             if "box" in parts:
                 found += box_rows(model, str(data / image), organs, lab.affine, c.modality)
             if "zoom" in parts and dataset == "btcv_abdomen_24":
@@ -142,7 +187,7 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Mean over people (per person: mean over the setting's organs), 95 % interval over people."""
     from sat.evaluation.report import over_people
 
-    targets_of = {"auto": TARGETS, **{f"{k} click{'s' * (k > 1)}": TARGETS for k in CLICKS},
+    targets_of = {"auto": TARGETS, **{f"{p}{k} click{'s' * (k > 1)}": TARGETS for k in CLICKS for p in ("", "missed, ")},
                   "box alone": {d: BOX_TARGETS for d in TARGETS}, "text + box": {d: BOX_TARGETS for d in TARGETS},
                   "coarse": {d: ZOOM_TARGETS for d in TARGETS}, "zoom": {d: ZOOM_TARGETS for d in TARGETS}}
     parts = []
@@ -161,9 +206,11 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if "clicks" not in df.columns or df["clicks"].isna().all():
+    if "clicks" not in df.columns:
         return
-    clicks = df[df["clicks"].notna()]
+    clicks = df[df["clicks"].notna() & ~df["method"].str.startswith("missed")]
+    if clicks.empty:
+        return
     fig, axes = plt.subplots(1, clicks["dataset"].nunique(), figsize=(6 * clicks["dataset"].nunique(), 4),
                              squeeze=False)
     for ax, (dataset, part) in zip(axes[0], clicks.groupby("dataset"), strict=True):
@@ -189,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["test", "val"],
                         help="the cards' split: test = the validation people (reported), val = development people")
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
-    parser.add_argument("--parts", nargs="+", default=["clicks", "box", "zoom"], choices=["clicks", "box", "zoom"])
+    parser.add_argument("--parts", nargs="+", default=["clicks", "box", "zoom"], choices=["clicks", "box", "zoom", "missed"])
     parser.add_argument("--from-csv", nargs="+", metavar="CSV",
                         help="only summarise and plot these per-case tables (e.g. datasets run in parallel)")
     args = parser.parse_args(argv)

@@ -158,6 +158,46 @@ def test_a_click_the_head_ignores_still_fixes_the_ball_around_it():
     assert not cut[15, 15, 15] and cut[20, 10, 10] and cut[5, 10, 10]  # the ball cuts; both sides stay
 
 
+def test_a_click_in_a_structure_the_text_missed_takes_the_answer_without_text():
+    """Where the text confidently says "not here", a positive click also takes the piece the head
+    draws without the text; where the text was only unsure, the text's answer alone counts."""
+    from sat.interactive.merge import SURE, apply_guide, confident_misses
+
+    auto = torch.full((30, 30, 30), -8.0)  # the text found nothing
+    auto[2:6, 2:6, 2:6] = 8.0  # ... but a false piece far away
+    text = auto.clone()
+    text[19:22, 19:22, 19:22] = 2.0  # the head with text: a small blob at the click
+    alone = torch.full((30, 30, 30), -5.0)
+    alone[15:26, 15:26, 15:26] = 6.0  # without text: the structure around the click
+    alone[2:4, 25:28, 25:28] = 6.0  # ... and a piece elsewhere, not taken
+    click = Guide(clicks=[(20.0, 20.0, 20.0, 1), (3.0, 3.0, 3.0, 1)])
+    assert confident_misses(auto, click.clicks) == click.clicks[:1]
+    out = apply_guide(auto, text, (slice(0, 30),) * 3, click, has_text=True, one_piece=True, alone=alone) > 0
+    assert out[15:26, 15:26, 15:26].all() and not out[2:4, 25:28, 25:28].any()
+    assert out[2:6, 2:6, 2:6].all()  # the other clicked piece stays
+    unsure = auto.clone()
+    unsure[15:26, 15:26, 15:26] = -SURE + 1.0  # the text was only unsure there
+    assert not confident_misses(unsure, click.clicks)
+    out = apply_guide(unsure, text, (slice(0, 30),) * 3, click, has_text=True, one_piece=False, alone=alone) > 0
+    assert out[19:22, 19:22, 19:22].all() and not out[15, 15, 15]
+
+
+def test_the_answer_without_text_comes_from_the_same_network_pass(segmenter, phantom):
+    """``also_alone`` adds the head's text-free answer as a second channel: the first is the plain
+    answer, the second the answer of the same clicks without text."""
+    from sat.interactive.guides import prompted_logits
+
+    net, head = segmenter.model, segmenter.prompt_head
+    image = segmenter.segment(phantom.image, "liver", modality="ct")._session.image  # model space
+    guide = Guide(clicks=[(*(float(n // 2) for n in image.shape), 1), (1.0, 1.0, 1.0, 0)])
+    region = tuple(slice(0, n) for n in image.shape)
+    query = segmenter.queries(["liver"], "ct")[0]
+    both = prompted_logits(net, head, image, query, guide, region, also_alone=True)
+    assert both.shape == (2, *image.shape)
+    torch.testing.assert_close(both[0], prompted_logits(net, head, image, query, guide, region))
+    torch.testing.assert_close(both[1], prompted_logits(net, head, image, None, guide, region))
+
+
 # -- segment with points and boxes -----------------------------------------------------------------
 def _world_of(phantom, concept):
     value = next(v for v, c in phantom.concepts.items() if c == concept)

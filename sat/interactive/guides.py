@@ -186,8 +186,9 @@ def region_of(guide: Guide, shape: Sequence[int], patch: Sequence[int], *, click
 
 
 def prompted_logits(net, head, image: torch.Tensor, query: torch.Tensor | None, guide: Guide,
-                    region: tuple[slice, ...], *, overlap: float = 0.25) -> torch.Tensor:
-    """Head logits ``[*region shape]`` of one prompt over a model-space region (gaussian-blended windows).
+                    region: tuple[slice, ...], *, overlap: float = 0.25, also_alone: bool = False) -> torch.Tensor:
+    """Head logits ``[*region shape]`` of one prompt over a model-space region (gaussian-blended
+    windows); ``[2, *region shape]`` with ``also_alone``: the head's answer without the text as well.
 
     Args:
         net, head: the frozen SATNet and its prompt head.
@@ -214,9 +215,10 @@ def prompted_logits(net, head, image: torch.Tensor, query: torch.Tensor | None, 
     q = (query if has_text else torch.zeros(net.config.text_dim)).float().view(1, -1)
 
     def run(windows: torch.Tensor) -> torch.Tensor:
-        return prompted_forward(net, head, windows[:, :1], q, windows[:, 1:], has_text=has_text)
+        return prompted_forward(net, head, windows[:, :1], q, windows[:, 1:], has_text=has_text,
+                                also_alone=also_alone and has_text)
 
     with torch.inference_mode():
         out = sliding_window_inference(stacked, patch, sw_batch_size=2, predictor=run, overlap=overlap,
                                        mode="gaussian", sigma_scale=0.125)
-    return out[(0, 0, *back)]
+    return out[(0, slice(None) if also_alone and has_text else 0, *back)]

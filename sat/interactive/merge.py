@@ -8,6 +8,10 @@
   SURE``) or that lie within ``NEAR`` model voxels of it: a head that drops the whole structure
   cannot take its confident core with it, and nothing farther than ``REMOVE_WITHIN`` model voxels
   from it (both chosen on the development people, model card).
+- **A structure the text missed**: a positive click where the current logit is below ``-SURE`` (the
+  text is sure the structure is not there) also takes the piece the head draws at it when it reads
+  the clicks without the text (its points-only answer): the head's text reading cannot draw a
+  structure whose text logit it sees as absent (model card).
 - **A click the head does not follow** (its voxel still on the wrong side after the merge) still
   fixes the ball of ``BRUSH`` model voxels around it, as a brush would: the head may answer a click
   in a confident mistake too weakly to flip it, and the clicked place must not stay wrong. A
@@ -39,7 +43,7 @@ import torch
 from sat.interactive.guides import BOX_MARGIN, Guide
 from sat.postprocess import keep_components
 
-__all__ = ["BRUSH", "NEAR", "OUTSIDE", "REACH", "REMOVE_WITHIN", "SURE", "apply_guide"]
+__all__ = ["BRUSH", "NEAR", "OUTSIDE", "REACH", "REMOVE_WITHIN", "SURE", "apply_guide", "confident_misses"]
 
 OUTSIDE = -20.0  # logit of "not in the mask" where nothing says the structure is
 SURE = 4.0  # current logits at least this large are removed only near a negative click
@@ -103,9 +107,25 @@ def _box_mask(box: Sequence[int], shape: Sequence[int], margin: int) -> np.ndarr
     return inside
 
 
+def _take_pieces(out: torch.Tensor, new: torch.Tensor, region: tuple[slice, ...], clicks: Sequence) -> None:
+    """Give ``out`` (in place) the pieces of ``new`` (logits over ``region``) within ``REACH`` of ``clicks``."""
+    other = torch.full_like(out, OUTSIDE)
+    other[region] = new.to(out.dtype)
+    current = (out > 0).numpy()
+    take = torch.from_numpy(keep_components((other > 0).numpy(), _seeds(clicks, current.shape), largest=False)
+                            & ~current)
+    out[take] = other[take]
+
+
+def confident_misses(logits: torch.Tensor, clicks: Sequence) -> list:
+    """The positive clicks where ``logits`` (model space) are below ``-SURE``: the text is sure the
+    structure is not there."""
+    return [c for c in clicks if c[3] and logits[_voxel(c, logits.shape)] < -SURE]
+
+
 def apply_guide(logits: torch.Tensor, new: torch.Tensor, region: tuple[slice, ...], guide: Guide, *,
-                has_text: bool, one_piece: bool, clicks: Sequence | None = None, replace: bool = False
-                ) -> torch.Tensor:
+                has_text: bool, one_piece: bool, clicks: Sequence | None = None, replace: bool = False,
+                alone: torch.Tensor | None = None) -> torch.Tensor:
     """Model-space logits ``[X, Y, Z]`` of a guided prompt (rules of the module docstring).
 
     Args:
@@ -117,6 +137,8 @@ def apply_guide(logits: torch.Tensor, new: torch.Tensor, region: tuple[slice, ..
         one_piece: the model's one-piece rule applies to the structure.
         clicks: the clicks whose error regions may change (default: all of the guide's).
         replace: take the head's mask in the whole region (a box's first run).
+        alone: the head's logits over ``region`` read without the text, needed when
+            :func:`confident_misses` finds clicks: each of those takes this answer's piece there.
     """
     out = logits.clone().float() if has_text else torch.full(tuple(logits.shape), OUTSIDE)
     head = torch.full_like(out, OUTSIDE)
@@ -135,6 +157,9 @@ def apply_guide(logits: torch.Tensor, new: torch.Tensor, region: tuple[slice, ..
         removed = keep_components(removable, _seeds(negatives, current.shape), largest=False)
         take = torch.from_numpy(added | removed)
         out[take] = head[take]
+    lost = confident_misses(logits, clicks) if has_text and alone is not None else []
+    if lost:
+        _take_pieces(out, alone, region, lost)
     erased = _brush(out, guide.clicks)
     mask = (out > 0).numpy() | erased  # a negative brush must not split off the rest of the structure
     if guide.box is not None:

@@ -23,7 +23,7 @@ import torch
 from sat.errors import InputError
 from sat.interactive.concepts import read_concept
 from sat.interactive.guides import Guide, prompted_logits, region_of
-from sat.interactive.merge import OUTSIDE, apply_guide
+from sat.interactive.merge import OUTSIDE, apply_guide, confident_misses
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +89,22 @@ class Session:
             self.plans[i] = plan = read_concept(self.segmenter, self.image, guide, region, plan,
                                                 modality=self.options.get("modality"))
         query = self._query(plan)
-        device = next(net.parameters()).device
-        new = prompted_logits(net, self.segmenter.prompt_head, self.image.to(device),
-                              None if query is None else query.to(device), guide, region,
-                              overlap=float(self.options.get("overlap", 0.25))).cpu()
         has_text = query is not None
         base = self.logits[i][0] if self.logits[i] else torch.full(tuple(self.image.shape), OUTSIDE)
         if has_text and plan.kind == "region" and new_clicks is None:  # read as a concept: its automatic mask
             base = self.auto_logits(query, region, base)
+        # clicks in a confident miss also need the head's answer without the text (same network pass)
+        also_alone = has_text and bool(confident_misses(base, guide.clicks if new_clicks is None else new_clicks))
+        device = next(net.parameters()).device
+        new = prompted_logits(net, self.segmenter.prompt_head, self.image.to(device),
+                              None if query is None else query.to(device), guide, region,
+                              overlap=float(self.options.get("overlap", 0.25)), also_alone=also_alone).cpu()
+        new, alone = (new[0], new[1]) if also_alone else (new, None)
         # a structure read from points or a box is one piece (plus the pieces clicked)
         one_piece = bool(self.largest[i] and self.largest[i][0]) or plan.kind == "region"
         self.logits[i] = (apply_guide(base, new, region, guide, has_text=has_text, one_piece=one_piece,
-                                      clicks=new_clicks, replace=guide.box is not None and new_clicks is None),)
+                                      clicks=new_clicks, replace=guide.box is not None and new_clicks is None,
+                                      alone=alone),)
         self.largest[i] = (False,)  # the guide applied the component rule
         self.guides[plan.prompt] = guide
 

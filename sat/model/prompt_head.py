@@ -177,8 +177,10 @@ def network_parts(net, image: torch.Tensor, queries: torch.Tensor, *, gate: bool
 
 
 def prompted_forward(net, head: PromptHead, image: torch.Tensor, queries: torch.Tensor, guidance: torch.Tensor,
-                     *, has_text: bool | torch.Tensor, gate: bool = True) -> torch.Tensor:
-    """Logits ``[B, 1, X, Y, Z]`` of one prompt per window: the frozen network, then the head.
+                     *, has_text: bool | torch.Tensor, gate: bool = True, also_alone: bool = False) -> torch.Tensor:
+    """Logits ``[B, 1, X, Y, Z]`` of one prompt per window: the frozen network, then the head
+    (``[B, 2, X, Y, Z]`` with ``also_alone``: channel 1 is the head's answer without the text, from
+    the same network pass).
 
     Args:
         net: the frozen :class:`~sat.model.SATNet` (no gradient flows into it).
@@ -191,7 +193,10 @@ def prompted_forward(net, head: PromptHead, image: torch.Tensor, queries: torch.
     """
     flag = torch.as_tensor(has_text, dtype=torch.bool, device=image.device).expand(image.shape[0])
     logit, feats = network_parts(net, image, queries, gate=gate)
-    return head(image, feats, logit, flag, guidance)
+    out = head(image, feats, logit, flag, guidance)
+    if not also_alone:
+        return out
+    return torch.cat([out, head(image, feats, logit, torch.zeros_like(flag), guidance)], dim=1)
 
 
 def save_head(head: PromptHead, directory: str | os.PathLike, *, half: bool = True, extra: dict | None = None) -> Path:
