@@ -91,27 +91,26 @@ def main(argv: list[str] | None = None) -> int:
 
     model.segment(volume, "liver")  # warm-up: text encoder, caches
     seg, t_auto = timed(lambda: model.segment(volume, list(ORGANS)))
-    organ, clicks, rows = args.organ, [], []
-    current = seg
-    for _ in range(5):
-        c = error_click(current[organ], ref[organ])
-        if c is None:
-            break
-        current, t = timed(lambda c=c, s=current: s.refine(organ, add=[world(c)] if c[3] else [],
-                                                            remove=[] if c[3] else [world(c)]))
-        clicks.append(t)
+    organ = args.organ
+
+    def corrected(current, n: int):
+        """``current`` after up to ``n`` corrective clicks on ``organ``, and the seconds of each."""
+        seconds = []
+        for _ in range(n):
+            c = error_click(current[organ], ref[organ])
+            if c is None:
+                break
+            current, t = timed(lambda c=c, s=current: s.refine(organ, add=[world(c)] if c[3] else [],
+                                                                remove=[] if c[3] else [world(c)]))
+            seconds.append(t)
+        return current, seconds
+
+    current, clicks = corrected(seg, 5)
     sys.path.insert(0, str(ROOT / "evaluate"))
     from run_interactive import _emptied, text_blind
 
-    blind, missed = _emptied(seg, organ), []
     with text_blind():
-        for _ in range(3):
-            c = error_click(blind[organ], ref[organ])
-            if c is None:
-                break
-            blind, t = timed(lambda c=c, s=blind: s.refine(organ, add=[world(c)] if c[3] else [],
-                                                          remove=[] if c[3] else [world(c)]))
-            missed.append(t)
+        blind, missed = corrected(_emptied(seg, organ), 3)
     b = reference_box(ref[organ])
     corners = np.array([world((x, y, z)) for x in (b[0], b[3]) for y in (b[1], b[4]) for z in (b[2], b[5])])
     box = (*corners.min(0), *corners.max(0))
