@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
 
     current, clicks = corrected(seg, 5)
     sys.path.insert(0, str(ROOT / "evaluate"))
-    from run_interactive import _emptied, text_blind
+    from run_interactive import emptied, text_blind
 
     with text_blind():
-        blind, missed = corrected(_emptied(seg, organ), 3)
+        blind, missed = corrected(emptied(seg, organ), 3)
     b = reference_box(ref[organ])
     corners = np.array([world((x, y, z)) for x in (b[0], b[3]) for y in (b[1], b[4]) for z in (b[2], b[5])])
     box = (*corners.min(0), *corners.max(0))

@@ -86,7 +86,7 @@ def text_blind():
         ph.network_parts = original
 
 
-def _emptied(seg, concept: str):
+def emptied(seg, concept: str):
     """``seg`` with ``concept``'s mask and logits emptied (a structure the automatic pass missed)."""
     import torch
 
@@ -100,14 +100,14 @@ def _emptied(seg, concept: str):
 def click_rows(model, image: str, refs: dict[str, np.ndarray], affine: np.ndarray, modality: str, *,
                missed: bool = False) -> list[dict]:
     """Dice after 0, 1, 3, 5 corrective clicks of every organ (``refs``: concept -> reference mask);
-    with ``missed``, from the organ missed outright (:func:`text_blind`, :func:`_emptied`)."""
+    with ``missed``, from the organ missed outright (:func:`text_blind`, :func:`emptied`)."""
     from sat.data.clicks import error_click
 
     rows = []
     seg = model.segment(image, list(refs), modality=modality)
     prefix = "missed, " if missed else ""
     for concept, ref in refs.items():
-        current = _emptied(seg, concept) if missed else seg
+        current = emptied(seg, concept) if missed else seg
         if not missed:
             rows.append({"concept": concept, "setting": "auto", "clicks": 0, "dice": _dice(current[concept], ref)})
         with text_blind() if missed else contextlib.nullcontext():

@@ -137,7 +137,7 @@ def test_a_positive_click_takes_the_head_blob_just_beside_it():
 def test_a_click_the_head_ignores_still_fixes_the_ball_around_it():
     """A confident mistake the head does not overturn: each click sets its own ball anyway, the later
     click wins where balls overlap, and nothing beyond the balls changes."""
-    from sat.interactive.merge import BRUSH, apply_guide
+    from sat.interactive.merge import apply_guide
 
     auto = torch.full((30, 30, 30), -8.0)
     auto[2:20, 2:20, 2:20] = 8.0  # the mask, with a confident false part around (15, 15, 15)

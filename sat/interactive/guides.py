@@ -212,13 +212,13 @@ def prompted_logits(net, head, image: torch.Tensor, query: torch.Tensor | None, 
         maps = torch.nn.functional.pad(maps, [v for pair in reversed(pads) for v in pair])
     stacked = torch.cat([padded, maps[None]], dim=1)  # [1, 4, ...]: the windows carry their guidance
     has_text = query is not None
+    both = also_alone and has_text
     q = (query if has_text else torch.zeros(net.config.text_dim)).float().view(1, -1)
 
     def run(windows: torch.Tensor) -> torch.Tensor:
-        return prompted_forward(net, head, windows[:, :1], q, windows[:, 1:], has_text=has_text,
-                                also_alone=also_alone and has_text)
+        return prompted_forward(net, head, windows[:, :1], q, windows[:, 1:], has_text=has_text, also_alone=both)
 
     with torch.inference_mode():
         out = sliding_window_inference(stacked, patch, sw_batch_size=2, predictor=run, overlap=overlap,
                                        mode="gaussian", sigma_scale=0.125)
-    return out[(0, slice(None) if also_alone and has_text else 0, *back)]
+    return out[(0, slice(None) if both else 0, *back)]

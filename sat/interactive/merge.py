@@ -107,10 +107,16 @@ def _box_mask(box: Sequence[int], shape: Sequence[int], margin: int) -> np.ndarr
     return inside
 
 
+def _placed(out: torch.Tensor, new: torch.Tensor, region: tuple[slice, ...]) -> torch.Tensor:
+    """``new`` (logits over ``region``) on the whole grid of ``out``, ``OUTSIDE`` elsewhere."""
+    placed = torch.full_like(out, OUTSIDE)
+    placed[region] = new.to(out.dtype)
+    return placed
+
+
 def _take_pieces(out: torch.Tensor, new: torch.Tensor, region: tuple[slice, ...], clicks: Sequence) -> None:
     """Give ``out`` (in place) the pieces of ``new`` (logits over ``region``) within ``REACH`` of ``clicks``."""
-    other = torch.full_like(out, OUTSIDE)
-    other[region] = new.to(out.dtype)
+    other = _placed(out, new, region)
     current = (out > 0).numpy()
     take = torch.from_numpy(keep_components((other > 0).numpy(), _seeds(clicks, current.shape), largest=False)
                             & ~current)
@@ -141,8 +147,7 @@ def apply_guide(logits: torch.Tensor, new: torch.Tensor, region: tuple[slice, ..
             :func:`confident_misses` finds clicks: each of those takes this answer's piece there.
     """
     out = logits.clone().float() if has_text else torch.full(tuple(logits.shape), OUTSIDE)
-    head = torch.full_like(out, OUTSIDE)
-    head[region] = new.to(out.dtype)
+    head = _placed(out, new, region)
     clicks = guide.clicks if clicks is None else list(clicks)
     if replace:
         out[region] = head[region]
