@@ -12,6 +12,7 @@ from phantom import make_phantom
 from sat import api, io, preprocess
 from sat.errors import InputError
 from sat.interactive import Guide, guides_for, region_of
+from sat.interactive.concepts import score_concepts
 from sat.interactive.merge import BRUSH
 from sat.model.prompt_head import HEAD_FOLDER, PromptHead, save_head
 from sat.postprocess import keep_components
@@ -85,6 +86,26 @@ def test_region_is_a_window_around_each_click_and_covers_the_box():
     full = region_of(guide, (60, 60, 60), (16, 16, 16))
     assert all(s.start == 0 and s.stop >= 31 + 3 for s in full)
     assert region_of(Guide(), (60, 60, 60), (16, 16, 16)) is None
+
+
+def test_a_box_is_read_as_the_structure_it_surrounds_even_drawn_loose():
+    probs = np.zeros((3, 60, 60, 60), np.float32)
+    probs[0, 10:50, 10:50, 10:50] = 0.9  # a large organ
+    probs[1, 20:32, 20:32, 20:32] = 0.9  # a 12-voxel structure inside it
+    probs[1, 55, 55, 55] = 0.9  # a stray false-positive voxel of that structure
+    probs[2, 19:33, 19:33, 19:33] = 0.9  # a thin shell around the small structure, with about its box
+    probs[2, 20:32, 20:32, 20:32] = 0.0
+    for margin in (0, 3):  # tight, then 3 voxels loose on every side
+        box = (20 - margin, 20 - margin, 20 - margin, 31 + margin, 31 + margin, 31 + margin)
+        scores = score_concepts(probs, Guide(box=box), (0, 0, 0))
+        assert scores.agree().tolist() == [False, True, margin > 0]  # the loose box holds the shell as well...
+        assert scores.best() == 1  # ...but the structure fills the box
+    lesion = score_concepts(probs, Guide(box=(25, 36, 25, 29, 40, 29)), (0, 0, 0))  # a lesion in the organ
+    assert not lesion.agree().any() and lesion.best() is None
+    shifted = score_concepts(probs[:, 10:], Guide(box=(20, 20, 20, 31, 31, 31)), (10, 0, 0))  # a region's offset
+    assert shifted.overlap[1] > 0.9 and shifted.fill[1] > 0.9
+    clicked = score_concepts(probs, Guide(clicks=[(25.0, 25.0, 25.0, 1), (45.0, 45.0, 45.0, 0)]), (0, 0, 0))
+    assert clicked.agree().tolist() == [False, True, False] and clicked.overlap is None
 
 
 def test_keep_components_keeps_seeded_pieces_and_the_largest():

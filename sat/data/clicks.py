@@ -4,7 +4,8 @@
   largest error region (positive in a missed region, negative in a false one), as the
   interactive-segmentation protocols of DeepIGeoS, SAM and VISTA3D do.
 - :func:`random_clicks`: positive clicks inside a reference, negative ones in a shell around it.
-- :func:`reference_box`: the reference's bounding box, optionally jittered.
+- :func:`reference_box`: the box a user draws around the reference (stray specks of the label
+  left out), optionally jittered.
 
 All coordinates are voxel indices of the arrays given (``(x, y, z, label)``, label 1 positive).
 
@@ -24,7 +25,9 @@ from scipy import ndimage
 
 from sat.postprocess import bounding_box
 
-__all__ = ["click_sequence", "error_click", "random_clicks", "reference_box"]
+__all__ = ["SPECK_SHARE", "click_sequence", "error_click", "random_clicks", "reference_box"]
+
+SPECK_SHARE = 0.01  # a piece of a reference smaller than this share of it is a stray speck, not drawn around
 
 
 def _interior(region: np.ndarray, rng: np.random.Generator | None, spread: float) -> tuple[int, int, int]:
@@ -105,12 +108,25 @@ def random_clicks(reference: np.ndarray, rng: np.random.Generator, *, positive: 
     return out  # type: ignore[return-value]
 
 
+def _without_specks(reference: np.ndarray) -> np.ndarray:
+    """``reference`` without its 26-connected pieces smaller than :data:`SPECK_SHARE` of its voxels."""
+    pieces, n = ndimage.label(reference, structure=np.ones((3, 3, 3), bool))
+    if n < 2:
+        return reference
+    sizes = np.bincount(pieces.ravel())
+    keep = sizes >= SPECK_SHARE * sizes[1:].sum()
+    keep[0] = False
+    return keep[pieces]
+
+
 def reference_box(reference: np.ndarray, *, rng: np.random.Generator | None = None,
                   jitter: int = 0) -> tuple[int, ...] | None:
-    """Inclusive bounding box ``(x0, y0, z0, x1, y1, z1)`` of a bool mask (None when empty); with ``rng``
-    each side moves by up to ``jitter`` voxels either way (clipped to the array)."""
+    """Inclusive box ``(x0, y0, z0, x1, y1, z1)`` a user draws around a bool mask (None when empty):
+    the bounding box of its pieces holding at least :data:`SPECK_SHARE` of its voxels, so stray
+    specks of a drawn label do not stretch it; with ``rng`` each side moves by up to ``jitter``
+    voxels either way (clipped to the array)."""
     reference = np.asarray(reference, bool)
-    found = bounding_box(reference)
+    found = bounding_box(_without_specks(reference))
     if found is None:
         return None
     lo = [s.start for s in found]

@@ -49,3 +49,11 @@ def test_reference_box_and_its_jitter_stay_in_the_array():
     for _ in range(20):
         b = reference_box(ref, rng=rng, jitter=4)
         assert all(0 <= v < 30 for v in b) and all(b[i] <= b[i + 3] for i in range(3))
+
+
+def test_a_reference_box_leaves_out_stray_specks_but_keeps_every_drawn_piece():
+    ref = _cube(5, 15)  # 1,000 voxels
+    ref[27, 27, 27] = True  # a 1-voxel speck far away: a user does not stretch the box to it
+    assert reference_box(ref) == (5, 5, 5, 14, 14, 14)
+    ref[20:25, 20:25, 20:25] = True  # a second real piece (125 voxels, 11 %) is inside the box
+    assert reference_box(ref) == (5, 5, 5, 24, 24, 24)
