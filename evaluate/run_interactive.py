@@ -8,8 +8,8 @@ For each validation person (the `test` people of the BTCV and CHAOS cards, never
    negative in a false one: :func:`sat.data.clicks.error_click`), applied with
    ``seg.refine``; Dice after 0, 1, 3 and 5 clicks;
 2. **box**: liver, spleen and kidneys from the box a user draws around the reference
-   (:func:`sat.data.clicks.reference_box`) alone (no text), from a box ``LOOSE_MM`` larger on
-   every side alone, and from the reference box with their text;
+   (:func:`sat.data.clicks.reference_box`) alone (no text), from a box ``--loose-mm`` (10 mm)
+   larger on every side alone, and from the reference box with their text;
 3. **zoom** (BTCV): pancreas, gallbladder and adrenal glands with and without ``zoom=True``, and
    the wall-clock time of both calls in the same process;
 4. **missed** (not in the default parts): each organ as if the network had missed it outright:
@@ -46,7 +46,7 @@ CLICKS = (1, 3, 5)
 BOX_TARGETS = ("liver", "spleen", "kidney_left", "kidney_right")
 ZOOM_TARGETS = ("pancreas", "gallbladder", "adrenal_gland_left", "adrenal_gland_right")
 RESULTS = PROJECT / "evaluate" / "results"
-LOOSE_MM = 10.0  # part "box": a box this much larger on every side than the reference's
+LOOSE_MM = 10.0  # part "box": a box this much larger on every side than the reference's (default)
 MISSED = -10.0  # the text logit of a structure the network missed (part "missed")
 
 
@@ -129,12 +129,13 @@ def click_rows(model, image: str, refs: dict[str, np.ndarray], affine: np.ndarra
     return rows
 
 
-def box_rows(model, image: str, refs: dict[str, np.ndarray], affine: np.ndarray, modality: str) -> list[dict]:
-    """Dice of each box target from its reference box alone, from a box ``LOOSE_MM`` larger on
+def box_rows(model, image: str, refs: dict[str, np.ndarray], affine: np.ndarray, modality: str, *,
+             loose_mm: float = LOOSE_MM) -> list[dict]:
+    """Dice of each box target from its reference box alone, from a box ``loose_mm`` larger on
     every side alone, and from the reference box with its text."""
     boxes = {c: _box_world(affine, refs[c]) for c in BOX_TARGETS if c in refs and refs[c].any()}
     rows = []
-    for setting, grow in (("box alone", 0.0), ("loose box alone", LOOSE_MM)):
+    for setting, grow in (("box alone", 0.0), ("loose box alone", loose_mm)):
         given = {c: (*(v - grow for v in b[:3]), *(v + grow for v in b[3:])) for c, b in boxes.items()}
         alone = model.segment(image, points=None, box=given, modality=modality)
         read = {lab.prompt: lab.concept for lab in alone.labels.values()}
@@ -160,7 +161,7 @@ def zoom_rows(model, image: str, refs: dict[str, np.ndarray], modality: str) -> 
 
 
 def run(model_name: str, datasets: list[str], *, split: str = "test",
-        parts: tuple[str, ...] = ("clicks", "box", "zoom")) -> pd.DataFrame:
+        parts: tuple[str, ...] = ("clicks", "box", "zoom"), loose_mm: float = LOOSE_MM) -> pd.DataFrame:
     import sat
     from sat.data.cards import load_card
 
@@ -181,7 +182,7 @@ def run(model_name: str, datasets: list[str], *, split: str = "test",
             if "missed" in parts:
                 found += click_rows(model, str(data / image), organs, lab.affine, c.modality, missed=True)
             if "box" in parts:
-                found += box_rows(model, str(data / image), organs, lab.affine, c.modality)
+                found += box_rows(model, str(data / image), organs, lab.affine, c.modality, loose_mm=loose_mm)
             if "zoom" in parts and dataset == "btcv_abdomen_24":
                 found += zoom_rows(model, str(data / image), {k: refs[k] for k in ZOOM_TARGETS}, c.modality)
             for row in found:
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the cards' split: test = the validation people (reported), val = development people")
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     parser.add_argument("--parts", nargs="+", default=["clicks", "box", "zoom"], choices=["clicks", "box", "zoom", "missed"])
+    parser.add_argument("--loose-mm", type=float, default=LOOSE_MM,
+                        help="part box: how much larger on every side the loose box is (mm)")
     parser.add_argument("--from-csv", nargs="+", metavar="CSV",
                         help="only summarise and plot these per-case tables (e.g. datasets run in parallel)")
     args = parser.parse_args(argv)
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_csv:
         df = pd.concat([pd.read_csv(p) for p in args.from_csv], ignore_index=True)
     else:
-        df = run(args.model, args.datasets, split=args.split, parts=tuple(args.parts))
+        df = run(args.model, args.datasets, split=args.split, parts=tuple(args.parts), loose_mm=args.loose_mm)
     df.to_csv(out / "interactive_per_case.csv", index=False)
     summary = summarise(df)
     summary.to_csv(out / "interactive_summary.csv", index=False)

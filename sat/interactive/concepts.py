@@ -6,10 +6,10 @@ guide: the mean probability at the positive clicks minus the mean at the negativ
 overlap (intersection over union) of the box with the box around the concept's mask, which
 stays high when a user draws the box a little loose, and the share of the mask inside the box.
 Of the concepts that agree well enough (:data:`MIN_CLICK_SCORE`, :data:`MIN_BOX_IOU`,
-:data:`MIN_INSIDE`), the one with the highest click score plus the
-share of the box its mask fills is taken (a long structure such as the colon may span a large
-organ's box; the organ fills it); the structure is then segmented like that concept's text
-prompt steered by the same points and box (the label records the concept read).
+:data:`MIN_INSIDE`), the one with the highest click score plus the share of the box its mask
+fills is taken (a long structure such as the colon may span a large organ's box; the organ
+fills it); the structure is then segmented like that concept's text prompt steered by the same
+points and box (the label records the concept read).
 Otherwise the head works from the guide alone: an unknown structure (a tumour the model never
 learnt) is outlined from the clicks and box only.
 
@@ -56,7 +56,7 @@ def _mask_boxes(masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def box_overlap(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def _box_overlap(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Intersection over union ``[N]`` of one inclusive box ``[6]`` with boxes ``[N, 6]`` (0 for -1 rows)."""
     lo = np.maximum(box[:3], boxes[:, :3])
     hi = np.minimum(box[3:], boxes[:, 3:])
@@ -113,7 +113,7 @@ def score_concepts(probs: np.ndarray, guide: Guide, offset) -> Scores:
     if guide.box is not None:
         box = np.asarray(guide.box, np.int64) - np.tile(np.asarray(offset, np.int64), 2)
         masks = probs > 0.5
-        overlap = box_overlap(box, _mask_boxes(masks))
+        overlap = _box_overlap(box, _mask_boxes(masks))
         lo, hi = np.maximum(box[:3], 0), box[3:] + 1
         voxels = masks[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].reshape(len(masks), -1).sum(1)
         fill = voxels / float(np.prod(box[3:] - box[:3] + 1))
