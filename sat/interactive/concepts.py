@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 __all__ = ["MIN_BOX_IOU", "MIN_CLICK_SCORE", "MIN_INSIDE", "Scores", "read_concept", "score_concepts"]
 
 MIN_CLICK_SCORE = 0.5  # mean probability at positive clicks minus at negative clicks
-# intersection over union of the box with the concept's box: 0.30 for a 40 mm structure in a box
-# 10 mm loose on every side; a small lesion's box inside a large organ stays far below
-MIN_BOX_IOU = 0.25
+# intersection over union of the box with the concept's box: 0.17 for a 50 mm structure in a box
+# 20 mm loose on every side; a small structure inside a box drawn around a large one stays below
+MIN_BOX_IOU = 0.15
 MIN_INSIDE = 0.8  # share of a concept's mask inside the box: a box is drawn around all of its structure
 TAIL = 0.005  # share of a mask's voxels left out at each end of each axis: stray specks do not stretch its box
 
