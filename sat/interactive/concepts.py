@@ -93,6 +93,7 @@ class Scores:
         return int(np.argmax(np.where(agree, rank, -np.inf)))
 
     def describe(self, i: int) -> str:
+        """Concept ``i``'s scores in words, for the label's note."""
         parts = [("click score", self.click), ("box overlap", self.overlap), ("box fill", self.fill),
                  ("inside", self.inside)]
         return ", ".join(f"{name} {v[i]:.2f}" for name, v in parts if v is not None)
