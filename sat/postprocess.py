@@ -42,7 +42,8 @@ from sat.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["components", "largest_component", "min_slices", "postprocess_config", "applies", "learn"]
+__all__ = ["components", "largest_component", "min_slices", "postprocess_config", "applies", "learn",
+           "without_specks"]
 
 _FULL = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
 
@@ -79,6 +80,26 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     sizes[0] = 0
     out = np.zeros_like(mask)
     out[box] = labels == int(sizes.argmax())
+    return out
+
+
+def without_specks(mask: np.ndarray, share: float) -> np.ndarray:
+    """A bool mask ``[X, Y, Z]`` without its 26-connected components smaller than ``share`` of its
+    voxels (same shape; labels only the mask's bounding box)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    box = bounding_box(mask)
+    if box is None:
+        return mask
+    labels, n = ndimage.label(mask[box], structure=_FULL)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= share * sizes[1:].sum()
+    keep[0] = False
+    out = np.zeros_like(mask)
+    out[box] = keep[labels]
     return out
 
 

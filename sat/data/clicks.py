@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from sat.postprocess import bounding_box
+from sat.postprocess import bounding_box, without_specks
 
 __all__ = ["SPECK_SHARE", "click_sequence", "error_click", "random_clicks", "reference_box"]
 
@@ -108,17 +108,6 @@ def random_clicks(reference: np.ndarray, rng: np.random.Generator, *, positive: 
     return out  # type: ignore[return-value]
 
 
-def _without_specks(reference: np.ndarray) -> np.ndarray:
-    """``reference`` without its 26-connected pieces smaller than :data:`SPECK_SHARE` of its voxels."""
-    pieces, n = ndimage.label(reference, structure=np.ones((3, 3, 3), bool))
-    if n < 2:
-        return reference
-    sizes = np.bincount(pieces.ravel())
-    keep = sizes >= SPECK_SHARE * sizes[1:].sum()
-    keep[0] = False
-    return keep[pieces]
-
-
 def reference_box(reference: np.ndarray, *, rng: np.random.Generator | None = None,
                   jitter: int = 0) -> tuple[int, ...] | None:
     """Inclusive box ``(x0, y0, z0, x1, y1, z1)`` a user draws around a bool mask (None when empty):
@@ -126,7 +115,7 @@ def reference_box(reference: np.ndarray, *, rng: np.random.Generator | None = No
     specks of a drawn label do not stretch it; with ``rng`` each side moves by up to ``jitter``
     voxels either way (clipped to the array)."""
     reference = np.asarray(reference, bool)
-    found = bounding_box(_without_specks(reference))
+    found = bounding_box(without_specks(reference, SPECK_SHARE))
     if found is None:
         return None
     lo = [s.start for s in found]
