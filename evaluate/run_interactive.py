@@ -148,15 +148,32 @@ def box_rows(model, image: str, refs: dict[str, np.ndarray], affine: np.ndarray,
 
 
 def zoom_rows(model, image: str, refs: dict[str, np.ndarray], modality: str) -> list[dict]:
-    """Dice and seconds of the zoom targets without and with zoom-in (same process, same call otherwise)."""
+    """Dice and seconds of the zoom targets without and with zoom-in (same process, same call otherwise);
+    then, as if the 3 mm pass had found each structure's place, the Dice inside the regions the
+    references give (each reference's box and zoom-in's margin) of the 3 mm mask (``coarse,
+    reference regions``) and of zoom-in (``zoom, reference regions``)."""
+    from sat import io
+    from sat.interactive.zoom import zoom_in
+    from sat.segmentation import Segmentation
+
     targets = [c for c in ZOOM_TARGETS if c in refs]
-    rows = []
+    rows, coarse = [], None
     for setting, zoom in (("coarse", False), ("zoom", True)):
         t0 = time.perf_counter()
         seg = model.segment(image, targets, modality=modality, zoom=zoom)
         seconds = time.perf_counter() - t0
         rows += [{"concept": c, "setting": setting, "dice": _dice(seg[c], refs[c]), "seconds": seconds}
                  for c in targets]
+        if coarse is None:
+            coarse = seg
+    placed = Segmentation({c: refs[c] for c in targets}, coarse.affine, modality=coarse.modality, meta=coarse.meta,
+                          labels=[coarse.labels[v] for v in sorted(coarse.labels)])
+    fine = zoom_in(model, io.load(image, modality=modality), placed, coarse._session)
+    for c in targets:
+        inside = np.zeros(refs[c].shape, bool)
+        inside[tuple(slice(*r) for r in fine.meta["zoom"]["regions"][c])] = True
+        rows += [{"concept": c, "setting": "coarse, reference regions", "dice": _dice(coarse[c] & inside, refs[c])},
+                 {"concept": c, "setting": "zoom, reference regions", "dice": _dice(fine[c], refs[c])}]
     return rows
 
 
@@ -199,7 +216,8 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     targets_of = {"auto": TARGETS, **{f"{p}{k} click{'s' * (k > 1)}": TARGETS for k in CLICKS for p in ("", "missed, ")},
                   "box alone": {d: BOX_TARGETS for d in TARGETS},
                   "loose box alone": {d: BOX_TARGETS for d in TARGETS}, "text + box": {d: BOX_TARGETS for d in TARGETS},
-                  "coarse": {d: ZOOM_TARGETS for d in TARGETS}, "zoom": {d: ZOOM_TARGETS for d in TARGETS}}
+                  **{k: {d: ZOOM_TARGETS for d in TARGETS} for k in ("coarse", "zoom", "coarse, reference regions",
+                                                                 "zoom, reference regions")}}
     parts = []
     for setting, targets in targets_of.items():
         rows = df[df["method"] == setting]

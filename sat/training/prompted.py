@@ -18,6 +18,10 @@ reference's border (radius 3-8 voxels) is added to the network's logits outside 
 (a leak) or cut from them inside it (a missed part), with logits of magnitude 2-8
 (:func:`simulated_error`). The clicks then go to that error, so the head learns to follow a click
 against an automatic mask that is sure of itself, as the leaks and misses of unseen people are.
+With ``p_missed``, a ``correct`` user instead gets a structure the network missed outright: its
+logits are a constant -6..-12 over the whole patch (:func:`simulated_miss`; no shape is left to
+read from them), and every click starts from an empty mask, so the head learns to draw a
+structure from clicks where the text found nothing.
 
 No left-right flips (the augmentations of the data module keep sides). The loss is Dice + BCE
 of the head's logits against the reference. Only the head is trained and saved.
@@ -45,7 +49,7 @@ from sat.model.prompt_head import PromptHead, guidance_maps, load_head, network_
 from sat.model.widen import widen_head
 from sat.training.module import with_schedule
 
-__all__ = ["MODES", "PromptTraining", "simulate", "simulated_error"]
+__all__ = ["MODES", "PromptTraining", "simulate", "simulated_error", "simulated_miss"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,11 @@ def simulated_error(logit: torch.Tensor, reference: np.ndarray, rng: np.random.G
     return out
 
 
+def simulated_miss(logit: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """``logit`` [X, Y, Z] of a structure the network missed outright: a constant -6..-12 everywhere."""
+    return torch.full_like(logit, -float(rng.uniform(6.0, 12.0)))
+
+
 class PromptTraining(L.LightningModule):
     """Train a :class:`~sat.model.prompt_head.PromptHead` over a frozen shipped SAT model.
 
@@ -104,12 +113,15 @@ class PromptTraining(L.LightningModule):
         iterative: at most this many clicks of ``correct`` users placed at the head's own errors.
         p_errors: probability that a ``correct`` user's automatic mask gets a simulated confident
             error (:func:`simulated_error`) first.
+        p_missed: probability that a ``correct`` user's structure is instead missed outright by the
+            network (:func:`simulated_miss`).
     """
 
     def __init__(self, base: str = "sat-tiny", *, features: tuple[int, ...] = (16, 16, 32, 64, 128, 16),
                  modes: Mapping[str, float] | None = None, jitter: int = 3, lr: float = 1e-3,
                  weight_decay: float = 1e-4, warmup_steps: int = 50, min_lr_ratio: float = 0.02,
-                 seed: int = 0, init_head: str | None = None, iterative: int = 0, p_errors: float = 0.0) -> None:
+                 seed: int = 0, init_head: str | None = None, iterative: int = 0, p_errors: float = 0.0,
+                 p_missed: float = 0.0) -> None:
         super().__init__()
         from sat.api import model_dir
         from sat.model import load_pretrained
@@ -162,7 +174,9 @@ class PromptTraining(L.LightningModule):
         users = []  # [has_text, clicks, box, clicks still to place at the head's own errors]
         for i in range(len(rows)):
             mode = str(rng.choice(self.modes, p=self.p_modes))
-            if mode == "correct" and self.hparams.p_errors > 0 and rng.random() < self.hparams.p_errors:
+            if mode == "correct" and self.hparams.p_missed > 0 and rng.random() < self.hparams.p_missed:
+                logit[i, 0] = simulated_miss(logit[i, 0], rng)
+            elif mode == "correct" and self.hparams.p_errors > 0 and rng.random() < self.hparams.p_errors:
                 logit[i, 0] = simulated_error(logit[i, 0], ref[i], rng)
             auto = (logit[i, 0] > 0).cpu().numpy()
             has_text, clicks, box = simulate(mode, ref[i], auto, rng, jitter=self.hparams.jitter)

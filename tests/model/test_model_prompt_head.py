@@ -83,7 +83,7 @@ def test_iterative_users_click_at_the_heads_own_errors(tmp_path, tiny_model, mon
 
     folder = tiny_model(tmp_path / "m", ["liver"])
     module = prompted.PromptTraining(base=str(folder), features=(8, 8, 8, 8, 8, 8), modes={"correct": 1.0},
-                                     iterative=3, p_errors=0.5)
+                                     iterative=3, p_errors=0.5, p_missed=0.3)
     target = torch.zeros(2, 1, 32, 32, 32, dtype=torch.uint8)
     target[:, 0, 8:20, 8:20, 8:20] = 1
     batch = {"image": torch.randn(2, 1, 32, 32, 32), "queries": torch.randn(2, 1, 384), "target": target,
@@ -123,3 +123,15 @@ def test_simulated_errors_are_confident_balls_on_the_reference_border():
         assert torch.all(out[torch.from_numpy(changed)].abs() >= 2.0)
     assert kinds == {"leak", "cut"}
     assert torch.equal(simulated_error(logit, np.zeros_like(ref), np.random.default_rng(0)), logit)
+
+
+def test_a_simulated_miss_leaves_no_shape_and_no_mask_to_read():
+    """A structure missed outright: the logits say "absent" everywhere, with the same confidence, so
+    the head cannot read the reference's shape from them and the clicks start from an empty mask."""
+    from sat.training.prompted import simulated_miss
+
+    logit = torch.randn(16, 16, 16) * 5
+    for seed in range(5):
+        out = simulated_miss(logit, np.random.default_rng(seed))
+        assert out.shape == logit.shape and out.dtype == logit.dtype
+        assert torch.all(out == out.flatten()[0]) and -12.0 <= float(out.flatten()[0]) <= -6.0
