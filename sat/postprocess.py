@@ -62,11 +62,10 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return None if spans[0].size == 0 else tuple(slice(int(s[0]), int(s[-1]) + 1) for s in spans)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a 3D bool mask ``[X, Y, Z]`` (same shape; ties: the first).
-
-    Labels only the mask's bounding box (most masks fill a small part of the volume).
-    """
+def _select(mask: np.ndarray, choose) -> np.ndarray:
+    """``mask`` (bool ``[X, Y, Z]``) with the 26-connected components ``choose(labels, n, box)`` keeps: it
+    gets the labels of the mask's bounding box ``box`` (most masks fill a small part of the volume)
+    and returns the kept voxels of that box, or None to keep the mask as it is."""
     from scipy import ndimage
 
     mask = np.asarray(mask, dtype=bool)
@@ -74,57 +73,55 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     if box is None:
         return mask
     labels, n = ndimage.label(mask[box], structure=_FULL)
-    if n <= 1:
+    kept = choose(labels, n, box)
+    if kept is None:
         return mask
+    out = np.zeros_like(mask)
+    out[box] = kept
+    return out
+
+
+def _largest_label(labels: np.ndarray) -> int:
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    out = np.zeros_like(mask)
-    out[box] = labels == int(sizes.argmax())
-    return out
+    return int(sizes.argmax())
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a 3D bool mask ``[X, Y, Z]`` (same shape; ties: the first)."""
+    return _select(mask, lambda labels, n, box: None if n <= 1 else labels == _largest_label(labels))
 
 
 def without_specks(mask: np.ndarray, share: float) -> np.ndarray:
     """A bool mask ``[X, Y, Z]`` without its 26-connected components smaller than ``share`` of its
-    voxels (same shape; labels only the mask's bounding box)."""
-    from scipy import ndimage
+    voxels (same shape)."""
 
-    mask = np.asarray(mask, dtype=bool)
-    box = bounding_box(mask)
-    if box is None:
-        return mask
-    labels, n = ndimage.label(mask[box], structure=_FULL)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= share * sizes[1:].sum()
-    keep[0] = False
-    out = np.zeros_like(mask)
-    out[box] = keep[labels]
-    return out
+    def choose(labels, n, box):
+        if n <= 1:
+            return None
+        sizes = np.bincount(labels.ravel())
+        keep = sizes >= share * sizes[1:].sum()
+        keep[0] = False
+        return keep[labels]
+
+    return _select(mask, choose)
 
 
 def keep_components(mask: np.ndarray, seeds: Sequence[Sequence[int]], *, largest: bool) -> np.ndarray:
     """The 26-connected components of a bool mask ``[X, Y, Z]`` that hold a seed voxel ``(x, y, z)``,
     plus the largest component with ``largest`` (same shape)."""
-    from scipy import ndimage
 
-    mask = np.asarray(mask, dtype=bool)
-    box = bounding_box(mask)
-    if box is None:
-        return mask
-    labels, n = ndimage.label(mask[box], structure=_FULL)
-    keep = set()
-    for seed in seeds:
-        local = tuple(int(v) - s.start for v, s in zip(seed, box, strict=True))
-        if all(0 <= v < s.stop - s.start for v, s in zip(local, box, strict=True)) and labels[local]:
-            keep.add(int(labels[local]))
-    if largest and n:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        keep.add(int(sizes.argmax()))
-    out = np.zeros_like(mask)
-    out[box] = np.isin(labels, sorted(keep)) if keep else False
-    return out
+    def choose(labels, n, box):
+        keep = set()
+        for seed in seeds:
+            local = tuple(int(v) - s.start for v, s in zip(seed, box, strict=True))
+            if all(0 <= v < s.stop - s.start for v, s in zip(local, box, strict=True)) and labels[local]:
+                keep.add(int(labels[local]))
+        if largest and n:
+            keep.add(_largest_label(labels))
+        return np.isin(labels, sorted(keep)) if keep else False
+
+    return _select(mask, choose)
 
 
 def min_slices(mask: np.ndarray, window: int) -> int | None:
